@@ -1,0 +1,134 @@
+"""File layout of a bundle directory and its manifest.json schema."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from edgemine.bundle.errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+CATALOG = "catalog.parquet"
+INDEX = "index.faiss"
+# Columns of catalog.parquet that are ours; every other column is user metadata.
+RESERVED_COLUMNS = ("vec_id", "image_id", "path", "fingerprint")
+
+
+def utc_now() -> str:
+    """Return the current UTC time as ISO-8601 text."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ModelInfo(BaseModel):
+    """Which model produced the vectors."""
+
+    identity: str
+    name: str
+    pretrained: str
+
+
+class IndexInfo(BaseModel):
+    """Which FAISS index is stored and how it was tuned."""
+
+    type: str = "flat"
+    factory: str = "IDMap2,Flat"
+    search_params: dict[str, float] = Field(default_factory=dict)
+
+
+class Counts(BaseModel):
+    """How many images the version holds."""
+
+    images: int
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    failed: int = 0
+
+
+class Manifest(BaseModel):
+    """manifest.json: everything a reader needs to trust a published version."""
+
+    format_version: int = FORMAT_VERSION
+    version: int
+    model: ModelInfo
+    dim: int
+    metric: Literal["inner_product"] = "inner_product"
+    normalized: bool = True
+    index: IndexInfo = Field(default_factory=IndexInfo)
+    counts: Counts
+    next_vec_id: int
+    image_roots: list[str] = Field(default_factory=list)
+    metadata_columns: list[str] = Field(default_factory=list)
+    created_at: str
+    updated_at: str
+    edgemine_version: str
+
+
+class BundlePaths:
+    """Paths inside a bundle directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.current = self.root / "CURRENT"
+        self.versions = self.root / "versions"
+        self.state_db = self.root / "state.sqlite"
+        self.reports = self.root / "reports"
+        self.lock = self.root / ".indexer.lock"
+
+    def version_dir(self, version: int) -> Path:
+        """Return the directory of a published version number."""
+        return self.versions / f"v{version:06d}"
+
+    def current_version(self) -> int | None:
+        """Return the published version number named by CURRENT, or None if nothing is published."""
+        try:
+            text = self.current.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not text.startswith("v") or not text[1:].isdigit():
+            raise BundleError(f"{self.current} is corrupt: {text[:40]!r}")
+        return int(text[1:])
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry so a rename inside it survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so readers see either the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    """Read and validate a version's manifest.json."""
+    path = version_dir / MANIFEST
+    try:
+        manifest = Manifest.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path} is missing") from exc
+    except ValueError as exc:
+        raise BundleError(f"{path} is corrupt: {exc}") from exc
+    if manifest.format_version > FORMAT_VERSION:
+        raise BundleError(
+            f"{path} has format_version {manifest.format_version}; this edgemine reads up to "
+            f"{FORMAT_VERSION}: upgrade edgemine"
+        )
+    return manifest

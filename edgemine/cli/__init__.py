@@ -1,0 +1,1 @@
+"""The `edgemine` command line: thin wrappers over the library."""

@@ -1,0 +1,129 @@
+"""`edgemine index` and `edgemine labels import`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgemine.bundle.layout import ModelInfo
+from edgemine.cli.common import domain_errors
+from edgemine.indexer import (
+    IndexReport,
+    ModelChoice,
+    import_labels,
+    read_embeddings_source,
+    read_manifest_source,
+    run_index,
+    scan_directory,
+)
+from edgemine.indexer.sources import IMAGE_EXTENSIONS, Source, SourceError
+from edgemine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip, resolve_weights
+from edgemine.models.base import ModelUnavailable
+from edgemine.models.clip import _register_bundled_configs
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+
+labels_app = typer.Typer(help="Labeling state: mark images labeled or queued.", no_args_is_help=True)
+
+
+def model_choice(model: str, pretrained: str, device: str | None, batch_size: int) -> ModelChoice:
+    """Resolve the model identity now (cheap, fails fast) and defer loading the weights."""
+    import open_clip
+
+    _register_bundled_configs()
+    if model not in open_clip.list_models():
+        raise ModelUnavailable(f"unknown model {model!r}; see `python -c \"import open_clip; "
+                               f"print(open_clip.list_models())\"` or use edgemine-tiny")
+    weights = resolve_weights(model, pretrained)
+    info = ModelInfo(identity=weights.identity, name=model, pretrained=pretrained)
+    return ModelChoice(info, lambda: load_clip(model, pretrained, device, batch_size))
+
+
+def read_source(source: Path, metadata: Path | None, image_root: Path | None) -> Source:
+    """Read a directory tree or a manifest table."""
+    if source.is_dir():
+        return scan_directory(source, metadata)
+    if source.suffix.lower() in TABLE_SUFFIXES:
+        return read_manifest_source(source, image_root)
+    if not source.exists():
+        raise SourceError(f"source {source} does not exist")
+    raise SourceError(f"source {source} is neither a directory of images "
+                      f"({', '.join(sorted(IMAGE_EXTENSIONS))}) nor a manifest ({', '.join(TABLE_SUFFIXES)})")
+
+
+def print_report(report: IndexReport) -> None:
+    """Print the end-of-run summary."""
+    where = f"version {report.version}" if report.version else "no version"
+    status = "published" if report.published else "nothing changed, kept"
+    typer.echo(
+        f"\n{status} {where} of {report.bundle}\n"
+        f"  new: {report.added}  updated: {report.updated}  unchanged (skipped): {report.unchanged}"
+        f"  removed: {report.removed}  failed: {len(report.failed)}\n"
+        f"  embedded now: {report.embedded_now}  resumed from an interrupted run: "
+        f"{report.resumed_from_journal}  ({report.embed_images_per_s} img/s)  in {report.seconds} s"
+    )
+    if report.missing_from_source_kept:
+        typer.echo(f"  {report.missing_from_source_kept} indexed images are no longer in the "
+                   "source and were kept (use --prune to remove them)")
+    for failure in report.failed[:20]:
+        typer.secho(f"  failed: {failure['image_id']}: {failure['reason']}", fg=typer.colors.YELLOW)
+    if len(report.failed) > 20:
+        typer.echo(f"  ... {len(report.failed) - 20} more")
+    typer.echo(f"  report: {report.report_path}")
+
+
+def index(
+    source: Annotated[Path | None, typer.Argument(help="Image directory or manifest (CSV/JSONL/Parquet).")] = None,
+    bundle: Annotated[Path, typer.Option(help="Bundle directory to create or update.")] = Path("bundle"),
+    embeddings: Annotated[Path | None, typer.Option(help="Parquet of precomputed embeddings (image_id, embedding, metadata...) instead of SOURCE.")] = None,
+    embedding_model: Annotated[str, typer.Option(help="Name recorded for precomputed embeddings.")] = "external",
+    model: Annotated[str, typer.Option(help="open_clip model name.")] = DEFAULT_MODEL,
+    pretrained: Annotated[str, typer.Option(help="Pretrained tag, checkpoint file, or 'none' (random weights).")] = DEFAULT_PRETRAINED,
+    metadata: Annotated[Path | None, typer.Option(help="Metadata table keyed by image_id (directory sources).")] = None,
+    image_root: Annotated[Path | None, typer.Option(help="Directory the service may serve images from (manifest sources).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass and per journal commit.")] = 64,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, or unset for CUDA when available.")] = None,
+    prune: Annotated[bool, typer.Option(help="Remove indexed images no longer in the source.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Embed images into a bundle; re-runs embed only new or changed images."""
+    with domain_errors():
+        if (source is None) == (embeddings is None):
+            raise SourceError("give exactly one of SOURCE or --embeddings FILE")
+        if embeddings is not None:
+            src = read_embeddings_source(embeddings)
+            choice = ModelChoice(ModelInfo(identity=f"byo:{embedding_model}",
+                                           name=embedding_model, pretrained="external"), None)
+        else:
+            assert source is not None
+            src = read_source(source, metadata, image_root)
+            choice = model_choice(model, pretrained, device, batch_size)
+        report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
+                           prune=prune, rebuild=rebuild, progress=progress)
+    if json_out:
+        typer.echo(json.dumps(asdict(report), default=str))
+    else:
+        print_report(report)
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="CSV/JSONL/Parquet with an image_id column.")],
+    bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+    state: Annotated[str, typer.Option(help="labeled, queued or unlabeled.")] = "labeled",
+    ignore_unknown: Annotated[bool, typer.Option(help="Skip ids not in the bundle instead of failing.")] = False,
+) -> None:
+    """Mark the listed images labeled (they are never mined again)."""
+    with domain_errors():
+        if state not in ("labeled", "queued", "unlabeled"):
+            raise ValueError(f"--state must be labeled, queued or unlabeled, not {state!r}")
+        result = import_labels(bundle, file, state, ignore_unknown)  # type: ignore[arg-type]
+    typer.echo(f"{result.changed} of {result.requested} images newly marked {state}"
+               + (f"; {len(result.unknown)} unknown ids skipped" if result.unknown else ""))

@@ -1,0 +1,257 @@
+"""The indexing job: incremental, resumable, and published atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from edgemine.bundle.errors import BundleError, ModelMismatch
+from edgemine.bundle.layout import BundlePaths, Counts, Manifest, ModelInfo, utc_now, write_atomic
+from edgemine.bundle.snapshot import (
+    Snapshot,
+    build_flat_index,
+    check_writable,
+    load_current,
+    publish_version,
+)
+from edgemine.bundle.state import StateDB
+from edgemine.indexer.pipeline import embed_items
+from edgemine.indexer.sources import Source, SourceItem
+from edgemine.models.base import Embedder
+from edgemine.models.vectors import Vectors
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The model that embeds images: its identity (checked against the bundle) and a loader."""
+
+    info: ModelInfo
+    load: Callable[[], Embedder] | None  # None for precomputed embeddings
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did; also written as JSON into the bundle's reports/."""
+
+    bundle: str
+    version: int | None
+    published: bool
+    total_in_source: int
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    resumed_from_journal: int = 0
+    embedded_now: int = 0
+    removed: int = 0
+    missing_from_source_kept: int = 0
+    failed: list[dict[str, str | None]] = field(default_factory=list)
+    seconds: float = 0.0
+    embed_images_per_s: float = 0.0
+    report_path: str | None = None
+
+
+@contextlib.contextmanager
+def _exclusive(paths: BundlePaths) -> Iterator[None]:
+    with paths.lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BundleError(f"another indexer is writing {paths.root} (lock {paths.lock})") from exc
+        yield
+
+
+def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None:
+    if prev.manifest.model.identity != model.identity:
+        raise ModelMismatch(
+            f"bundle {prev.paths.root} was built with model {prev.manifest.model.identity!r}, not "
+            f"{model.identity!r}; pass the same --model/--pretrained, or --rebuild to re-embed all"
+        )
+    if dim is not None and prev.manifest.dim != dim:
+        raise ModelMismatch(f"bundle {prev.paths.root} has dimension {prev.manifest.dim}, "
+                            f"the new vectors have {dim}; use --rebuild to replace it")
+
+
+def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: int = 64,
+              workers: int = 2, prune: bool = False, rebuild: bool = False,
+              progress: bool = True) -> IndexReport:
+    """Index `source` into the bundle at `bundle`: embed only new or changed images, then publish.
+
+    Args:
+        source: what to index (see `edgemine.indexer.sources`).
+        bundle: the bundle directory (created if missing).
+        model: the embedding model; its identity must match the bundle's unless `rebuild`.
+        batch_size: images per forward pass (and per journal commit).
+        workers: decoding worker processes (0 decodes in the main process).
+        prune: remove images that are no longer in the source.
+        rebuild: ignore the published version's vectors (needed to change model).
+        progress: show a progress bar.
+    """
+    started = time.perf_counter()
+    paths = BundlePaths(bundle)
+    check_writable(paths)
+    with _exclusive(paths):
+        state = StateDB(paths.state_db)
+        prev = load_current(paths.root) if paths.current_version() is not None else None
+        byo_dim = int(source.vectors.shape[1]) if source.vectors is not None else None
+        if prev is not None and not rebuild:
+            _check_compatible(prev, model.info, byo_dim)
+        report = IndexReport(str(paths.root), prev.version if prev else None, False,
+                             len(source.items))
+        old = {} if prev is None or rebuild else dict(zip(
+            prev.image_ids, prev.catalog.column("fingerprint").to_pylist(), strict=True))
+
+        vectors: dict[str, Vectors] = {}
+        todo: list[SourceItem] = []
+        for row, item in enumerate(source.items):
+            if old.get(item.image_id) == item.fingerprint:
+                report.unchanged += 1
+            elif source.vectors is not None:
+                vectors[item.image_id] = source.vectors[row]
+            else:
+                todo.append(item)
+
+        failures: list[tuple[SourceItem, str]] = []
+        if todo:
+            assert model.load is not None
+            embedder = model.load()
+            journal = state.journal_load(model.info.identity, embedder.dim)
+            fresh = []
+            for item in todo:
+                hit = journal.get(item.image_id)
+                if hit is not None and hit[0] == item.fingerprint:
+                    vectors[item.image_id] = hit[1]
+                    report.resumed_from_journal += 1
+                else:
+                    fresh.append(item)
+
+            def on_batch(batch: list[SourceItem], vecs: Vectors) -> None:
+                state.journal_add([i.image_id for i in batch], [i.fingerprint for i in batch],
+                                  model.info.identity, vecs)
+                vectors.update({i.image_id: v for i, v in zip(batch, vecs, strict=True)})
+
+            def on_failures(bad: list[tuple[SourceItem, str]]) -> None:
+                failures.extend(bad)
+                state.record_failures((i.image_id, i.path, r) for i, r in bad)
+
+            stats = embed_items(fresh, embedder, batch_size=batch_size, workers=workers,
+                                on_batch=on_batch, on_failures=on_failures, progress=progress)
+            report.embedded_now = stats.embedded
+            report.embed_images_per_s = round(stats.images_per_s, 2)
+        dim = embedder.dim if todo else (byo_dim or (prev.manifest.dim if prev else 0))
+
+        report.failed = [{"image_id": i.image_id, "path": i.path, "reason": r}
+                         for i, r in failures]
+        published = _assemble_and_publish(paths, state, source, prev, rebuild, prune, model.info,
+                                          dim, vectors, report)
+        if published is not None:
+            report.version, report.published = published, True
+            state.journal_clear()
+        state.clear_failures(vectors)
+        report.seconds = round(time.perf_counter() - started, 3)
+        report.report_path = str(_write_report(paths, report))
+        return report
+
+
+def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
+                          prev: Snapshot | None, rebuild: bool, prune: bool, model: ModelInfo,
+                          dim: int, vectors: dict[str, Vectors], report: IndexReport) -> int | None:
+    prev_rows = {} if prev is None else prev.row_by_id
+    prev_vec_ids = prev.catalog.column("vec_id").to_numpy() if prev else np.empty(0, np.int64)
+    next_vec_id = prev.manifest.next_vec_id if prev else 0
+    in_source = {item.image_id for item in source.items}
+
+    records: list[dict[str, object]] = []
+    rows_vectors: list[Vectors] = []
+    labeled: list[str] = []
+    for item in source.items:
+        prev_row = prev_rows.get(item.image_id)
+        if item.image_id in vectors:
+            vec = vectors[item.image_id]
+            if prev_row is not None and not rebuild:
+                report.updated += 1
+            else:
+                report.added += 1
+        elif prev_row is not None and (not rebuild or prev.manifest.model.identity == model.identity):  # type: ignore[union-attr]
+            vec = prev.embeddings[prev_row]  # type: ignore[union-attr]
+        else:
+            continue  # failed and never indexed before: reported, not published
+        if prev_row is not None:
+            vec_id = int(prev_vec_ids[prev_row])
+        else:
+            vec_id, next_vec_id = next_vec_id, next_vec_id + 1
+        records.append({"vec_id": vec_id, "image_id": item.image_id, "path": item.path,
+                        "fingerprint": item.fingerprint, **item.metadata})
+        rows_vectors.append(vec)
+        if item.labeled:
+            labeled.append(item.image_id)
+    kept = [] if prev is None or rebuild else [i for i in prev.image_ids if i not in in_source]
+    removed: list[str] = []
+    if prune:
+        removed, kept = kept, []
+    report.removed = len(removed)
+    report.missing_from_source_kept = len(kept)
+
+    new_table = pa.Table.from_pylist(records) if records else None
+    tables = [t for t in (new_table,) if t is not None]
+    kept_vectors: Vectors = np.empty((0, dim), np.float32)
+    if kept and prev is not None:
+        kept_rows = prev.rows_of(kept)
+        tables.append(prev.catalog.take(pa.array(kept_rows)))
+        kept_vectors = np.asarray(prev.embeddings[kept_rows])
+    if not tables:
+        if prev is None:
+            raise BundleError(f"nothing could be indexed from {source.location}: "
+                              f"{len(report.failed)} files failed, see the report")
+        catalog = prev.catalog.slice(0, 0)
+    else:
+        catalog = pa.concat_tables(tables, promote_options="permissive")
+    embeddings = np.concatenate([np.asarray(rows_vectors, np.float32).reshape(-1, dim),
+                                 kept_vectors]).astype(np.float32)
+
+    changed = report.added or report.updated or report.removed or rebuild or prev is None
+    if not changed and prev is not None and catalog.equals(prev.catalog):
+        state.sync_images([], [], labeled)
+        return None
+    now = utc_now()
+    meta_cols = [c for c in catalog.column_names if c not in ("vec_id", "image_id", "path",
+                                                                "fingerprint")]
+    manifest = Manifest(
+        version=(paths.current_version() or 0) + 1,
+        model=model,
+        dim=dim,
+        counts=Counts(images=catalog.num_rows, added=report.added, updated=report.updated,
+                      removed=report.removed, failed=len(report.failed)),
+        next_vec_id=next_vec_id,
+        image_roots=sorted(set(source.image_roots) | set(prev.manifest.image_roots if prev else [])),
+        metadata_columns=meta_cols,
+        created_at=prev.manifest.created_at if prev else now,
+        updated_at=now,
+        edgemine_version="",
+    )
+    vec_ids = catalog.column("vec_id").to_numpy()
+    publish_version(paths, manifest, catalog, embeddings, build_flat_index(embeddings, vec_ids))
+    rows = zip(catalog.column("image_id").to_pylist(), catalog.column("path").to_pylist(),
+               catalog.select(meta_cols).to_pylist() if meta_cols else [{}] * catalog.num_rows,
+               vec_ids.tolist(), strict=True)
+    state.sync_images(rows, removed, labeled)
+    return manifest.version
+
+
+def _write_report(paths: BundlePaths, report: IndexReport) -> Path:
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = paths.reports / f"index-{stamp}.json"
+    data = json.dumps(asdict(report), indent=2, default=str).encode()
+    write_atomic(path, data)
+    write_atomic(paths.reports / "last-index.json", data)
+    lines = "".join(json.dumps(f) + "\n" for f in report.failed)
+    write_atomic(paths.reports / "failures.jsonl", lines.encode())
+    return path

@@ -1,0 +1,145 @@
+"""Load open_clip models and embed images and texts as normalized vectors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgemine.models.base import ModelUnavailable
+from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.models.weights import ResolvedWeights, resolve_weights
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+# Random weights are seeded so the indexer and the service build the *same* random model.
+RANDOM_INIT_SEED = 0
+
+
+def _register_bundled_configs() -> None:
+    import open_clip
+
+    configs = resources.files("edgemine.models") / "configs"
+    for entry in configs.iterdir():
+        if entry.name.endswith(".json"):
+            with resources.as_file(entry) as path:
+                open_clip.add_model_config(path)
+
+
+def pick_device(device: str | None) -> torch.device:
+    """Return the requested torch device, or CUDA when available and none was requested."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelUnavailable("--device cuda was requested but CUDA is not available here")
+    return torch.device(device)
+
+
+class ClipEmbedder:
+    """An open_clip model with its preprocessing; outputs L2-normalized float32 rows."""
+
+    def __init__(self, model: Any, preprocess: Any, tokenizer: Any, weights: ResolvedWeights,
+                 device: torch.device, batch_size: int) -> None:
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.identity = weights.identity
+        self.model_name = weights.model_name
+        self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") \
+            and model.text_projection is not None else self._probe_dim()
+
+    def _probe_dim(self) -> int:
+        return int(self.embed_texts(["probe"]).shape[1])
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        # fp16/bf16 autocast only on CUDA: on CPU it is slower and changes results.
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                with torch.autocast("cuda", dtype=dtype):
+                    yield
+            else:
+                yield
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Turn one decoded image into a model input tensor (safe to run in worker processes)."""
+        return self._preprocess(image.convert("RGB"))  # type: ignore[no-any-return]
+
+    def embed_batch(self, batch: torch.Tensor) -> Vectors:
+        """Embed a stacked batch of preprocessed images."""
+        with self._inference():
+            feats = self._model.encode_image(batch.to(self.device, non_blocking=True))
+        return l2_normalize(feats.float().cpu().numpy())
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        """Embed decoded images in batches of `batch_size`."""
+        out = [np.empty((0, self.dim), np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            out.append(self.embed_batch(torch.stack([self.preprocess(im) for im in chunk])))
+        return np.concatenate(out)
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        """Embed text prompts."""
+        if not texts:
+            raise ValueError("no texts to embed")
+        with self._inference():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            feats = self._model.encode_text(tokens)
+        return l2_normalize(feats.float().cpu().numpy())
+
+
+def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED,
+              device: str | None = None, batch_size: int = 64) -> ClipEmbedder:
+    """Load an open_clip model ready to embed.
+
+    Args:
+        model_name: open_clip config name ("ViT-B-32", ...) or a bundled one ("edgemine-tiny").
+        pretrained: a pretrained tag, a local checkpoint path, or "none" for seeded random weights.
+        device: "cpu", "cuda", "cuda:N", or None/"auto" for CUDA when available.
+        batch_size: images per forward pass.
+    """
+    import open_clip
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    _register_bundled_configs()
+    if model_name not in open_clip.list_models():
+        raise ModelUnavailable(
+            f"unknown model {model_name!r}; known: {', '.join(open_clip.list_models()[:12])}, ..."
+        )
+    weights = resolve_weights(model_name, pretrained)
+    torch_device = pick_device(device)
+    kwargs: dict[str, Any] = {}
+    cfg = weights.tag_cfg
+    for key, arg in (("mean", "image_mean"), ("std", "image_std"),
+                     ("interpolation", "image_interpolation"), ("resize_mode", "image_resize_mode")):
+        if key in cfg:
+            kwargs[arg] = cfg[key]
+    if cfg.get("quick_gelu"):
+        kwargs["force_quick_gelu"] = True
+    if weights.checkpoint is None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=str(weights.checkpoint) if weights.checkpoint else None,
+            device=torch_device,
+            weights_only=True,
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ModelUnavailable(
+            f"could not load model {model_name!r} with weights {pretrained!r}: {exc}"
+        ) from exc
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return ClipEmbedder(model, preprocess, tokenizer, weights, torch_device, batch_size)
