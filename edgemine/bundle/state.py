@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
     position INTEGER NOT NULL,
     score REAL,
     nearest_example_id TEXT,
-    nearest_similarity REAL,
+    nearest_example_similarity REAL,
     PRIMARY KEY (batch_id, image_id)
 );
 CREATE TABLE IF NOT EXISTS journal (
@@ -158,7 +158,7 @@ class StateDB:
                 [(i, p, json.dumps(m, default=str), v) for i, p, m, v in rows],
             )
             db.executemany("DELETE FROM images WHERE image_id = ?", [(i,) for i in removed])
-            _set_state(db, list(labeled), "labeled", None, only_known=True)
+            apply_state(db, list(labeled), "labeled", None, only_known=True)
 
     def known_ids(self, ids: Iterable[str]) -> set[str]:
         """Return which of `ids` exist in the images table."""
@@ -177,7 +177,7 @@ class StateDB:
     def set_state(self, ids: Sequence[str], state: LabelState, batch_id: str | None = None) -> int:
         """Set the labeling state of known images; raises UnknownImageIds naming unknown ones."""
         with self.connect() as db:
-            return _set_state(db, ids, state, batch_id, only_known=False)
+            return apply_state(db, ids, state, batch_id, only_known=False)
 
     def label_events_since(self, seq: int) -> tuple[int, list[tuple[str, str]]]:
         """Return the newest event number and the (image_id, state) changes after `seq`."""
@@ -206,8 +206,9 @@ class StateDB:
         return counts
 
 
-def _set_state(db: sqlite3.Connection, ids: Sequence[str], state: LabelState,
-               batch_id: str | None, only_known: bool) -> int:
+def apply_state(db: sqlite3.Connection, ids: Sequence[str], state: LabelState,
+                batch_id: str | None, only_known: bool) -> int:
+    """Set states inside an open transaction and log one event per changed image."""
     if state not in LABEL_STATES:
         raise ValueError(f"unknown state {state!r}; valid: {', '.join(LABEL_STATES)}")
     ids = list(dict.fromkeys(ids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -128,6 +129,9 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
         kwargs["force_quick_gelu"] = True
     if weights.checkpoint is None:
         torch.manual_seed(RANDOM_INIT_SEED)
+    quiet = logging.getLogger()  # open_clip warns on the root logger; our CLI says it louder
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,
@@ -140,6 +144,8 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
         raise ModelUnavailable(
             f"could not load model {model_name!r} with weights {pretrained!r}: {exc}"
         ) from exc
+    finally:
+        quiet.setLevel(level)
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
     return ClipEmbedder(model, preprocess, tokenizer, weights, torch_device, batch_size)

@@ -1,0 +1,6 @@
+"""The mining service: library (miner, batches) and its FastAPI app."""
+
+from edgemine.service.miner import Miner, QueryError, Upload
+from edgemine.service.query import Candidate, MineQuery, MineResult
+
+__all__ = ["Candidate", "Miner", "MineQuery", "MineResult", "QueryError", "Upload"]

@@ -1,0 +1,42 @@
+"""FastAPI dependencies: the runtime, the current bundle version and the state database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from edgemine.bundle.state import StateDB
+from edgemine.service.config import Settings
+from edgemine.service.runtime import Loaded, Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    """Return the runtime created in the app's lifespan."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the app's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_loaded(runtime: RuntimeDep) -> Loaded:
+    """Return the newest published bundle version (hot-swapped when the indexer publishes)."""
+    return runtime.current()
+
+
+def get_state(runtime: RuntimeDep) -> StateDB:
+    """Return the bundle's state database."""
+    assert runtime.state is not None
+    return runtime.state
+
+
+LoadedDep = Annotated[Loaded, Depends(get_loaded)]
+StateDep = Annotated[StateDB, Depends(get_state)]

@@ -1,0 +1,39 @@
+"""Translate domain exceptions into HTTP responses at the edge."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from edgemine.bundle.errors import BundleError, UnknownImageIds
+from edgemine.models.base import ModelUnavailable
+from edgemine.service.batches import UnknownBatch
+from edgemine.service.filters import FilterError
+from edgemine.service.miner import QueryError
+
+log = logging.getLogger("edgemine.service")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that map library errors to status codes."""
+
+    @app.exception_handler(UnknownImageIds)
+    async def unknown_ids(_: Request, exc: UnknownImageIds) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "unknown_ids": exc.ids}, status_code=404)
+
+    @app.exception_handler(UnknownBatch)
+    async def unknown_batch(_: Request, exc: UnknownBatch) -> JSONResponse:
+        return JSONResponse({"detail": f"unknown batch id {exc.args[0]!r}"}, status_code=404)
+
+    @app.exception_handler(QueryError)
+    @app.exception_handler(FilterError)
+    async def bad_query(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(ModelUnavailable)
+    @app.exception_handler(BundleError)
+    async def unavailable(_: Request, exc: RuntimeError) -> JSONResponse:
+        log.error("service unavailable: %s", exc)
+        return JSONResponse({"detail": str(exc)}, status_code=503)

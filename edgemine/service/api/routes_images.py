@@ -1,0 +1,51 @@
+"""Serving images (full size or thumbnails), never from outside the bundle's image roots."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse, Response
+
+from edgemine.bundle.errors import UnknownImageIds
+from edgemine.indexer.pipeline import decode_image
+from edgemine.service.api.deps import LoadedDep, SettingsDep
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+
+def _inside(path: Path, roots: list[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([real, os.path.realpath(r)]) == os.path.realpath(r) for r in roots)
+
+
+@router.get("/images/{image_id:path}", response_model=None)
+def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
+          size: int | None = Query(default=None, ge=16, le=4096, description="Thumbnail edge.")) -> Response:
+    """Serve an indexed image by id, optionally as a JPEG thumbnail."""
+    snap = loaded.snapshot
+    row = snap.row_by_id.get(image_id)
+    if row is None:
+        raise UnknownImageIds([image_id])
+    raw = snap.catalog.column("path")[row].as_py()
+    if not raw:
+        raise HTTPException(404, detail=f"image {image_id!r} has no file (precomputed embedding)")
+    path = Path(raw)
+    if not _inside(path, snap.manifest.image_roots):
+        raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots")
+    if not path.is_file():
+        raise HTTPException(404, detail=f"file of image {image_id!r} is gone: {path}")
+    if size is None:
+        return FileResponse(path)
+    try:
+        im = decode_image(str(path))
+    except ValueError as exc:
+        raise HTTPException(422, detail=f"image {image_id!r} cannot be decoded: {exc}") from exc
+    edge = min(size, settings.thumbnail_max)
+    im.thumbnail((edge, edge))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return Response(buf.getvalue(), media_type="image/jpeg",
+                    headers={"Cache-Control": "public, max-age=3600"})

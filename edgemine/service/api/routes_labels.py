@@ -1,0 +1,74 @@
+"""Annotation batches and labeling state."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgemine.service.api.deps import LoadedDep, SettingsDep, StateDep
+from edgemine.service.batches import (
+    Batch,
+    BatchCreate,
+    ExportFormat,
+    create_batch,
+    export_batch,
+    get_batch,
+    list_batches,
+)
+
+router = APIRouter(prefix="/v1", tags=["labeling"])
+
+
+class LabelRequest(BaseModel):
+    """Set the labeling state of images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_ids: list[str] = Field(min_length=1, max_length=100_000)
+    state: Literal["labeled", "queued", "unlabeled"] = "labeled"
+
+
+class LabelResponse(BaseModel):
+    """How many images changed state."""
+
+    changed: int
+    state: str
+
+
+@router.post("/batches", response_model=Batch, status_code=201)
+def create(request: BatchCreate, loaded: LoadedDep, state: StateDep, settings: SettingsDep) -> Batch:
+    """Queue candidates as a named annotation batch; they are excluded from later mining."""
+    batch = create_batch(state, loaded.snapshot, request)
+    return get_batch(state, loaded.snapshot, batch.batch_id, settings.public_url).model_copy(
+        update={"skipped": batch.skipped})
+
+
+@router.get("/batches", response_model=list[Batch])
+def list_all(state: StateDep) -> list[Batch]:
+    """List annotation batches, newest first."""
+    return list_batches(state)
+
+
+@router.get("/batches/{batch_id}", response_model=Batch)
+def get_one(batch_id: str, loaded: LoadedDep, state: StateDep, settings: SettingsDep) -> Batch:
+    """Return a batch with its items and their current state."""
+    return get_batch(state, loaded.snapshot, batch_id, settings.public_url)
+
+
+@router.get("/batches/{batch_id}/export")
+def export(batch_id: str, loaded: LoadedDep, state: StateDep, settings: SettingsDep,
+           format: ExportFormat = "jsonl") -> Response:
+    """Export a batch as JSONL, CSV or a Label Studio task import file."""
+    batch = get_batch(state, loaded.snapshot, batch_id, settings.public_url)
+    body, media = export_batch(batch, format)
+    suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "labelstudio.json"}[format]
+    return Response(body, media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="{batch_id}.{suffix}"'})
+
+
+@router.post("/labels", response_model=LabelResponse)
+def set_labels(request: LabelRequest, state: StateDep) -> LabelResponse:
+    """Mark images labeled (or queued/unlabeled); unknown ids fail the whole request with 404."""
+    return LabelResponse(changed=state.set_state(request.image_ids, request.state), state=request.state)

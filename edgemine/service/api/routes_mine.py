@@ -1,0 +1,48 @@
+"""Mining endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from pydantic import ValidationError
+
+from edgemine.service.api.deps import LoadedDep
+from edgemine.service.api.metrics import MINE_SECONDS
+from edgemine.service.miner import Upload
+from edgemine.service.query import MineQuery, MineResult
+
+router = APIRouter(prefix="/v1", tags=["mining"])
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+@router.post("/mine", response_model=MineResult)
+def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
+    """Return the nearest eligible (by default unlabeled) candidates for the examples."""
+    result = loaded.miner.mine(query)
+    MINE_SECONDS.labels(kind="ids" if not query.texts else "text").observe(result.timings.total_ms / 1e3)
+    return result
+
+
+@router.post("/mine/upload", response_model=MineResult)
+async def mine_upload(
+    loaded: LoadedDep,
+    files: Annotated[list[UploadFile], File(description="Example images (positives).")],
+    query: Annotated[str, Form(description="A MineQuery as JSON (positive_ids may be empty).")] = "{}",
+) -> MineResult:
+    """Mine from uploaded example images, optionally combined with a JSON query."""
+    try:
+        parsed = MineQuery.model_validate_json(query)
+    except ValidationError as exc:
+        raise HTTPException(422, detail=exc.errors(include_url=False, include_context=False)) from exc
+    uploads = []
+    for upload in files:
+        data = await upload.read(MAX_UPLOAD_BYTES + 1)
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, detail=f"{upload.filename}: larger than {MAX_UPLOAD_BYTES} bytes")
+        uploads.append(Upload(upload.filename or f"file{len(uploads)}", data))
+    from starlette.concurrency import run_in_threadpool
+
+    result = await run_in_threadpool(loaded.miner.mine, parsed, uploads)
+    MINE_SECONDS.labels(kind="upload").observe(result.timings.total_ms / 1e3)
+    return result

@@ -1,0 +1,63 @@
+"""The FastAPI application: created by a factory, heavy state loaded in the lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+from edgemine import __version__
+from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine
+from edgemine.service.api.errors import install_error_handlers
+from edgemine.service.api.metrics import REQUESTS
+from edgemine.service.config import Settings
+from edgemine.service.runtime import EmbedderLoader, Runtime
+
+log = logging.getLogger("edgemine.service")
+
+
+def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | None = None) -> FastAPI:
+    """Build the service app.
+
+    Args:
+        settings: service settings; read from the environment (EDGEMINE_*) when omitted.
+        loader: how to load the bundle's model for text/upload queries (tests pass a fake).
+    """
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        kwargs = {"loader": loader} if loader is not None else {}
+        app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,
+                                    public_url=settings.public_url, **kwargs)
+        snap = app.state.runtime.current().snapshot
+        log.info("serving %s version %d (%d images, model %s)", settings.bundle, snap.version,
+                 snap.manifest.counts.images, snap.manifest.model.identity)
+        yield
+
+    app = FastAPI(title="edgemine", version=__version__, lifespan=lifespan,
+                  description="Mine unlabeled recorded images that look like your model's failures.")
+    app.state.settings = settings
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        REQUESTS.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    install_error_handlers(app)
+    for module in (routes_mine, routes_labels, routes_images, routes_health):
+        app.include_router(module.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker serving (settings from EDGEMINE_*)."""
+    return create_app()

@@ -1,0 +1,158 @@
+"""Annotation batches: queue candidates under a name and export them for labeling tools."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgemine.bundle.errors import UnknownImageIds
+from edgemine.bundle.layout import utc_now
+from edgemine.bundle.snapshot import Snapshot
+from edgemine.bundle.state import StateDB, apply_state
+from edgemine.service.miner import image_url
+
+ExportFormat = Literal["jsonl", "csv", "labelstudio"]
+
+
+class BatchItemIn(BaseModel):
+    """A candidate to queue, with the provenance the mining call returned."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image_id: str = Field(min_length=1)
+    score: float | None = None
+    nearest_example_id: str | None = None
+    nearest_example_similarity: float | None = None
+
+
+class BatchCreate(BaseModel):
+    """A request to queue images as a named annotation batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    items: list[BatchItemIn] = Field(min_length=1, max_length=100_000)
+    query: dict[str, Any] = Field(default_factory=dict, description="The mining query, for provenance.")
+
+
+class BatchItem(BatchItemIn):
+    """A queued image in a batch."""
+
+    position: int
+    state: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    image_url: str = ""
+
+
+class Batch(BaseModel):
+    """An annotation batch."""
+
+    batch_id: str
+    name: str
+    created_at: str
+    bundle_version: int | None
+    query: dict[str, Any]
+    size: int
+    items: list[BatchItem] | None = None
+    skipped: list[str] = Field(default_factory=list, description="Ids already queued or labeled.")
+
+
+def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch:
+    """Queue the items (unknown ids abort the whole batch); already queued/labeled ones are skipped."""
+    ids = [item.image_id for item in request.items]
+    known = db.known_ids(ids)
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UnknownImageIds(unknown)
+    batch_id = f"b-{uuid.uuid4().hex[:12]}"
+    now = utc_now()
+    with db.connect() as conn:
+        taken: set[str] = set()
+        for start in range(0, len(ids), 900):  # SQLite caps bound parameters per statement
+            chunk = ids[start:start + 900]
+            taken |= {r[0] for r in conn.execute(
+                "SELECT image_id FROM images WHERE state != 'unlabeled' AND image_id IN "
+                f"({','.join('?' * len(chunk))})", chunk)}
+        fresh = [item for item in dict((i.image_id, i) for i in request.items).values()
+                 if item.image_id not in taken]
+        conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+                     (batch_id, request.name, now, snapshot.version, json.dumps(request.query)))
+        conn.executemany(
+            "INSERT INTO batch_items VALUES (?, ?, ?, ?, ?, ?)",
+            [(batch_id, item.image_id, pos, item.score, item.nearest_example_id,
+              item.nearest_example_similarity) for pos, item in enumerate(fresh)])
+    db.set_state([item.image_id for item in fresh], "queued", batch_id)
+    batch = get_batch(db, snapshot, batch_id)
+    batch.skipped = sorted(taken)
+    return batch
+
+
+def list_batches(db: StateDB) -> list[Batch]:
+    """Return all batches, newest first, without their items."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            "SELECT b.batch_id, b.name, b.created_at, b.bundle_version, b.query, "
+            "(SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.batch_id) "
+            "FROM batches b ORDER BY b.created_at DESC, b.rowid DESC").fetchall()
+    return [Batch(batch_id=r[0], name=r[1], created_at=r[2], bundle_version=r[3],
+                  query=json.loads(r[4]), size=r[5]) for r in rows]
+
+
+class UnknownBatch(KeyError):
+    """No batch has this id."""
+
+
+def get_batch(db: StateDB, snapshot: Snapshot, batch_id: str, base_url: str = "") -> Batch:
+    """Return a batch with its items, their current state and metadata."""
+    with db.connect() as conn:
+        head = conn.execute("SELECT batch_id, name, created_at, bundle_version, query FROM batches "
+                            "WHERE batch_id = ?", (batch_id,)).fetchone()
+        if head is None:
+            raise UnknownBatch(batch_id)
+        rows = conn.execute(
+            "SELECT i.image_id, i.position, i.score, i.nearest_example_id, i.nearest_example_similarity, "
+            "COALESCE(m.state, 'removed'), COALESCE(m.metadata, '{}') FROM batch_items i "
+            "LEFT JOIN images m ON m.image_id = i.image_id WHERE i.batch_id = ? ORDER BY i.position",
+            (batch_id,)).fetchall()
+    items = [BatchItem(image_id=r[0], position=r[1], score=r[2], nearest_example_id=r[3],
+                       nearest_example_similarity=r[4], state=r[5], metadata=json.loads(r[6]),
+                       image_url=image_url(r[0], base_url)) for r in rows]
+    return Batch(batch_id=head[0], name=head[1], created_at=head[2], bundle_version=head[3],
+                 query=json.loads(head[4]), size=len(items), items=items)
+
+
+def export_batch(batch: Batch, fmt: ExportFormat) -> tuple[str, str]:
+    """Render a batch as (text, media type) in JSONL, CSV or Label Studio task import JSON."""
+    items: Sequence[BatchItem] = batch.items or []
+    provenance = {"batch_id": batch.batch_id, "batch_name": batch.name, "query": batch.query}
+    if fmt == "jsonl":
+        lines = [json.dumps({**item.model_dump(), "batch_id": batch.batch_id}, default=str)
+                 for item in items]
+        return "".join(line + "\n" for line in lines), "application/x-ndjson"
+    if fmt == "csv":
+        meta_keys = sorted({k for item in items for k in item.metadata})
+        out = io.StringIO()
+        writer = csv.writer(out)
+        head = ["image_id", "image_url", "position", "score", "nearest_example_id",
+                "nearest_example_similarity", "state"]
+        writer.writerow(head + meta_keys)
+        for item in items:
+            writer.writerow([item.image_id, item.image_url, item.position, item.score,
+                             item.nearest_example_id, item.nearest_example_similarity, item.state]
+                            + [item.metadata.get(k) for k in meta_keys])
+        return out.getvalue(), "text/csv"
+    if fmt == "labelstudio":
+        tasks = [{
+            "data": {"image": item.image_url, "image_id": item.image_id, **item.metadata},
+            "meta": {**provenance, "score": item.score,
+                     "nearest_example_id": item.nearest_example_id,
+                     "nearest_example_similarity": item.nearest_example_similarity},
+        } for item in items]
+        return json.dumps(tasks, indent=2, default=str), "application/json"
+    raise ValueError(f"unknown export format {fmt!r}; valid: jsonl, csv, labelstudio")

@@ -1,0 +1,47 @@
+"""Per-process cache of each row's labeling state, kept current from state.sqlite's event log.
+
+Every query first reads the events appended since the last one (one indexed SQLite query), so a
+label or queue change made through any worker process is respected by the very next query.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import numpy.typing as npt
+
+from edgemine.bundle.state import LABEL_STATES, StateDB
+
+STATE_CODE = {name: code for code, name in enumerate(LABEL_STATES)}
+
+
+class RowStates:
+    """Labeling state per row of one bundle version."""
+
+    def __init__(self, row_by_id: dict[str, int], db: StateDB) -> None:
+        self._rows = row_by_id
+        self._db = db
+        self._lock = threading.Lock()
+        self.codes = np.zeros(len(row_by_id), dtype=np.int8)
+        head, rows = db.non_unlabeled()
+        self._apply(rows)
+        self._seq = head
+
+    def _apply(self, changes: list[tuple[str, str]]) -> None:
+        for image_id, state in changes:
+            row = self._rows.get(image_id)
+            if row is not None:
+                self.codes[row] = STATE_CODE[state]
+
+    def refresh(self) -> npt.NDArray[np.int8]:
+        """Apply state changes made since the last call; return the state code per row."""
+        with self._lock:
+            self._seq, changes = self._db.label_events_since(self._seq)
+            self._apply(changes)
+            return self.codes.copy()
+
+    def eligible(self, states: list[str]) -> npt.NDArray[np.bool_]:
+        """Return rows whose state is one of `states`."""
+        codes = self.refresh()
+        return np.isin(codes, [STATE_CODE[s] for s in states])

@@ -1,0 +1,122 @@
+"""The service's live state: the current bundle version (hot-swapped) and the lazy model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgemine.bundle.errors import BundleError, ModelMismatch
+from edgemine.bundle.layout import BundlePaths
+from edgemine.bundle.snapshot import Snapshot, load_current
+from edgemine.bundle.state import StateDB
+from edgemine.models.base import Embedder
+from edgemine.service.miner import Miner
+from edgemine.service.row_states import RowStates
+
+log = logging.getLogger("edgemine.service")
+EmbedderLoader = Callable[[str, str], Embedder]
+
+
+def _default_loader(name: str, pretrained: str) -> Embedder:
+    from edgemine.models import load_clip
+
+    return load_clip(name, pretrained)
+
+
+@dataclass
+class Loaded:
+    """One bundle version ready to mine."""
+
+    snapshot: Snapshot
+    miner: Miner
+    stamp: tuple[int, int]
+
+
+class Runtime:
+    """Holds the current bundle version and switches to a newly published one without a restart.
+
+    In-flight requests keep the `Miner` they started with; a new version is picked up by the
+    next request after CURRENT changes (checked with one stat per request).
+    """
+
+    def __init__(self, bundle: Path, *, expected_model: str | None = None,
+                 loader: EmbedderLoader = _default_loader, public_url: str = "") -> None:
+        self.paths = BundlePaths(bundle)
+        self.state = None if not self.paths.state_db.is_file() else StateDB(self.paths.state_db)
+        self.expected_model = expected_model
+        self._loader = loader
+        self.public_url = public_url
+        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._embedder: Embedder | None = None
+        self._embedder_key: tuple[str, str] | None = None
+        self.switch_error: str | None = None
+        self._loaded = self._load()
+
+    def _stamp(self) -> tuple[int, int]:
+        st = os.stat(self.paths.current)
+        return st.st_mtime_ns, st.st_ino
+
+    def _load(self) -> Loaded:
+        stamp = self._stamp() if self.paths.current.exists() else (0, 0)
+        snapshot = load_current(self.paths.root)
+        identity = snapshot.manifest.model.identity
+        if self.expected_model and identity != self.expected_model:
+            raise ModelMismatch(f"bundle {self.paths.root} was built with model {identity!r}, "
+                                f"the service is configured for {self.expected_model!r}")
+        if self.state is None:
+            raise BundleError(f"bundle {self.paths.root} has no state.sqlite")
+        states = RowStates(snapshot.row_by_id, self.state)
+        embedder = None if identity.startswith("byo:") else self.embedder_for(snapshot)
+        return Loaded(snapshot, Miner(snapshot, states, embedder, self.public_url), stamp)
+
+    def embedder_for(self, snapshot: Snapshot) -> Callable[[], Embedder]:
+        """Return a loader of the bundle's model, loaded once on first use."""
+        model = snapshot.manifest.model
+
+        def get() -> Embedder:
+            key = (model.name, model.pretrained)
+            with self._model_lock:
+                if self._embedder is None or self._embedder_key != key:
+                    embedder = self._loader(model.name, model.pretrained)
+                    if embedder.identity != model.identity:
+                        raise ModelMismatch(f"model {embedder.identity!r} does not match the "
+                                            f"bundle's {model.identity!r}")
+                    self._embedder, self._embedder_key = embedder, key
+                return self._embedder
+
+        return get
+
+    def current(self) -> Loaded:
+        """Return the newest published version, switching to it if CURRENT changed."""
+        loaded = self._loaded
+        try:
+            stamp = self._stamp()
+        except FileNotFoundError:
+            return loaded
+        if stamp == loaded.stamp:
+            return loaded
+        with self._lock:
+            if self._loaded.stamp != loaded.stamp:
+                return self._loaded
+            try:
+                fresh = self._load()
+            except (BundleError, OSError) as exc:
+                # Keep serving the version we have; health reports why we did not switch.
+                self.switch_error = str(exc)
+                log.error("not switching bundle version: %s", exc)
+                self._loaded = Loaded(loaded.snapshot, loaded.miner, stamp)
+                return self._loaded
+            self.switch_error = None
+            log.info("switched to bundle version %d", fresh.snapshot.version)
+            self._loaded = fresh
+            return fresh
+
+    @property
+    def model_loaded(self) -> bool:
+        """Return whether the CLIP model has been loaded yet."""
+        return self._embedder is not None

@@ -1,0 +1,119 @@
+"""Score every row of a bundle against several examples (exact search, one GEMM per query).
+
+Let E be the stored unit vectors, P the positive examples and N the negatives (unit rows).
+With S = E P^T and T = E N^T (cosine similarities) and w the negative weight:
+
+- mean: score = E . mean(P)/|mean(P)| - w * E . mean(N)/|mean(N)|
+- max:  score = max_j S_ij - w * max_k T_ik
+- rrf:  score = sum_j 1/(60 + r_j(i)) - w * sum_k 1/(60 + r'_k(i)), where r_j(i) is the 1-based
+        rank of row i among *eligible* rows by similarity to example j, counted only within the
+        top `depth` rows of each example (rows outside every list get 0 from it).
+
+The example a row is "closest to" is argmax_j S_ij whatever the strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edgemine.models.vectors import Vectors, l2_normalize
+
+RRF_K = 60.0
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Query examples as unit vectors with a label each (image id, "text:...", "upload:...")."""
+
+    vectors: Vectors
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.vectors):
+            raise ValueError("one label per example vector")
+
+
+@dataclass
+class Scores:
+    """Per-row scores (-inf where not eligible) and the nearest positive example per row."""
+
+    score: FloatArray
+    nearest: npt.NDArray[np.int64]
+    nearest_sim: FloatArray
+
+
+def similarities(embeddings: Vectors, vectors: Vectors) -> FloatArray:
+    """Return E @ V^T as float32 (all examples in one matrix product)."""
+    if len(vectors) == 0:
+        return np.empty((len(embeddings), 0), np.float32)
+    return np.asarray(embeddings @ np.ascontiguousarray(vectors, np.float32).T, np.float32)
+
+
+def _rrf(sims: FloatArray, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:
+    out = np.zeros(sims.shape[0], np.float32)
+    rows = np.flatnonzero(eligible)
+    depth = min(depth, len(rows))
+    if depth == 0:
+        return out
+    for j in range(sims.shape[1]):
+        col = sims[rows, j]
+        top = np.argpartition(-col, depth - 1)[:depth] if depth < len(rows) else np.arange(len(rows))
+        # Stable order: by similarity, then by row, so equal scores rank the same every time.
+        order = top[np.lexsort((rows[top], -col[top]))]
+        out[rows[order]] += 1.0 / (RRF_K + np.arange(1, len(order) + 1, dtype=np.float32))
+    return out
+
+
+def score_rows(embeddings: Vectors, positives: Examples, negatives: Examples | None,
+               strategy: Literal["mean", "max", "rrf"], negative_weight: float,
+               eligible: npt.NDArray[np.bool_], depth: int) -> Scores:
+    """Score all rows by `strategy`; ineligible rows get -inf so no top-k can pick them."""
+    sims = similarities(embeddings, positives.vectors)
+    nearest = np.argmax(sims, axis=1)
+    nearest_sim = sims[np.arange(len(sims)), nearest]
+    has_neg = negatives is not None and len(negatives.vectors) > 0 and negative_weight > 0
+    if strategy == "mean":
+        centre = l2_normalize(positives.vectors.mean(axis=0, keepdims=True))
+        score = similarities(embeddings, centre)[:, 0]
+        if has_neg:
+            assert negatives is not None
+            neg_centre = l2_normalize(negatives.vectors.mean(axis=0, keepdims=True))
+            score = score - negative_weight * similarities(embeddings, neg_centre)[:, 0]
+    elif strategy == "max":
+        score = nearest_sim.copy()
+        if has_neg:
+            assert negatives is not None
+            score -= negative_weight * similarities(embeddings, negatives.vectors).max(axis=1)
+    elif strategy == "rrf":
+        score = _rrf(sims, eligible, depth)
+        if has_neg:
+            assert negatives is not None
+            score -= negative_weight * _rrf(similarities(embeddings, negatives.vectors),
+                                            eligible, depth)
+    else:  # pragma: no cover - guarded by the query model
+        raise ValueError(f"unknown strategy {strategy!r}")
+    score = np.where(eligible, score, -np.inf).astype(np.float32)
+    return Scores(score, nearest.astype(np.int64), nearest_sim.astype(np.float32))
+
+
+def ranked_rows(score: FloatArray, count: int) -> npt.NDArray[np.int64]:
+    """Return up to `count` finite-scored rows, best first (ties by row number)."""
+    finite = np.flatnonzero(np.isfinite(score))
+    count = min(count, len(finite))
+    if count == 0:
+        return np.empty(0, np.int64)
+    vals = score[finite]
+    if count < len(finite):
+        part = np.argpartition(-vals, count - 1)[:count]
+        # argpartition may split a tie at the boundary arbitrarily: pull in every tied row.
+        cutoff = vals[part].min()
+        part = np.flatnonzero(vals >= cutoff)
+    else:
+        part = np.arange(len(finite))
+    order = part[np.lexsort((finite[part], -vals[part]))][:count]
+    return finite[order].astype(np.int64)

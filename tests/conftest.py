@@ -1,0 +1,82 @@
+"""Shared fixtures: a fake embedder and tiny generated image trees."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgemine.bundle.layout import ModelInfo
+from edgemine.indexer import ModelChoice
+from edgemine.models.vectors import Vectors, l2_normalize
+
+FAKE_DIM = 16
+
+
+class FakeEmbedder:
+    """Deterministic stand-in for CLIP: a fixed random projection of 8x8 RGB thumbnails."""
+
+    identity = "fake/v1"
+    dim = FAKE_DIM
+
+    def __init__(self) -> None:
+        self._proj = np.random.default_rng(7).standard_normal((8 * 8 * 3, FAKE_DIM)).astype(np.float32)
+        self.batches = 0
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        small = image.convert("RGB").resize((8, 8), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(small, np.float32).reshape(-1) / 255.0 - 0.5)
+
+    def embed_batch(self, batch: torch.Tensor) -> Vectors:
+        self.batches += 1
+        return l2_normalize(batch.numpy() @ self._proj + 1e-3)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        return self.embed_batch(torch.stack([self.preprocess(im) for im in images]))
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        rows = [np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16))
+                .standard_normal(FAKE_DIM) for t in texts]
+        return l2_normalize(np.array(rows, np.float32))
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def fake_model(fake_embedder: FakeEmbedder) -> ModelChoice:
+    return ModelChoice(ModelInfo(identity=FakeEmbedder.identity, name="fake", pretrained="none"),
+                       lambda: fake_embedder)
+
+
+def write_images(root: Path, n: int, seed: int = 0, size: tuple[int, int] = (24, 16),
+                 prefix: str = "img") -> list[str]:
+    """Write n small random JPEGs under root/<group>/; return their ids (relative paths)."""
+    rng = np.random.default_rng(seed)
+    ids = []
+    for i in range(n):
+        rel = f"g{i % 3}/{prefix}{i:03d}.png"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        ids.append(rel)
+    return ids
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> tuple[Path, list[str]]:
+    root = tmp_path / "images"
+    return root, write_images(root, 12)
+
+
+@pytest.fixture
+def make_images() -> Callable[..., list[str]]:
+    """Return `write_images`, for tests that need more images than `image_tree` makes."""
+    return write_images
