@@ -171,7 +171,8 @@ def publish_version(paths: BundlePaths, manifest: Manifest, catalog: pa.Table,
 def _collect_garbage(paths: BundlePaths, current: int) -> None:
     for entry in paths.versions.iterdir():
         name = entry.name
-        if name.endswith(".partial") or (name.startswith("v") and name[1:].isdigit() and int(name[1:]) <= current - KEEP_VERSIONS):
+        stale = name.startswith("v") and name[1:].isdigit() and int(name[1:]) <= current - KEEP_VERSIONS
+        if name.endswith(".partial") or stale:
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -201,7 +201,7 @@ class StateDB:
         """Return how many images are in each labeling state."""
         with self.connect() as db:
             rows = db.execute("SELECT state, COUNT(*) FROM images GROUP BY state").fetchall()
-        counts = dict.fromkeys(LABEL_STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(LABEL_STATES, 0)
         counts.update({r[0]: int(r[1]) for r in rows})
         return counts
 

@@ -79,12 +79,15 @@ def print_report(report: IndexReport) -> None:
 def index(
     source: Annotated[Path | None, typer.Argument(help="Image directory or manifest (CSV/JSONL/Parquet).")] = None,
     bundle: Annotated[Path, typer.Option(help="Bundle directory to create or update.")] = Path("bundle"),
-    embeddings: Annotated[Path | None, typer.Option(help="Parquet of precomputed embeddings (image_id, embedding, metadata...) instead of SOURCE.")] = None,
+    embeddings: Annotated[Path | None, typer.Option(
+        help="Parquet of precomputed embeddings (image_id, embedding, metadata...) instead of SOURCE.")] = None,
     embedding_model: Annotated[str, typer.Option(help="Name recorded for precomputed embeddings.")] = "external",
     model: Annotated[str, typer.Option(help="open_clip model name.")] = DEFAULT_MODEL,
-    pretrained: Annotated[str, typer.Option(help="Pretrained tag, checkpoint file, or 'none' (random weights).")] = DEFAULT_PRETRAINED,
+    pretrained: Annotated[str, typer.Option(
+        help="Pretrained tag, checkpoint file, or 'none' (random weights).")] = DEFAULT_PRETRAINED,
     metadata: Annotated[Path | None, typer.Option(help="Metadata table keyed by image_id (directory sources).")] = None,
-    image_root: Annotated[Path | None, typer.Option(help="Directory the service may serve images from (manifest sources).")] = None,
+    image_root: Annotated[Path | None, typer.Option(
+        help="Directory the service may serve images from (manifest sources).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass and per journal commit.")] = 64,
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or unset for CUDA when available.")] = None,

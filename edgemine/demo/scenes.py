@@ -78,7 +78,7 @@ def _plan(n_scenes: int, seed: int) -> list[_Seq]:
         if kind:  # an edge case only makes sense in a matching setting, so it overrides the draw
             sensor, scene, crosswalk = "front_cam", "urban", kind == EDGE_CASES[0]
             tod, weather = {EDGE_CASES[0]: ("night", "clear"), EDGE_CASES[2]: ("day", "clear"),
-                            EDGE_CASES[1]: (("dusk", "night")[i % 2], "rain")}[kind]
+                            EDGE_CASES[1]: ("night", "rain")}[kind]
         hour = {"day": int(rng.integers(8, 16)), "dusk": int(rng.integers(17, 19)), "night": 21}[tod]
         start = datetime(2026, 1, 3, tzinfo=UTC) + timedelta(
             days=i * 9 + int(rng.integers(0, 7)), hours=hour,
@@ -108,11 +108,11 @@ def _car(d: Draw, x: float, y: float, w: float, col: Color, front: bool, glow: D
         d.rectangle((x + sx * 0.44 * w - 0.09 * w, y - 0.16 * w, x + sx * 0.44 * w + 0.09 * w, y),
                     fill=(18, 18, 18))
     d.rectangle((x - w / 2, y - 0.48 * w, x + w / 2, y - 0.1 * w), fill=col)
-    d.polygon([(x - 0.4 * w, y - 0.47 * w), (x - 0.3 * w, y - 0.78 * w),
-               (x + 0.3 * w, y - 0.78 * w), (x + 0.4 * w, y - 0.47 * w)],
-              fill=tuple(int(c * 0.6) for c in col))
-    d.polygon([(x - 0.33 * w, y - 0.5 * w), (x - 0.26 * w, y - 0.74 * w),
-               (x + 0.26 * w, y - 0.74 * w), (x + 0.33 * w, y - 0.5 * w)], fill=(120, 140, 165))
+    # cabin, then its window inset: (bottom half-width, bottom, top half-width, top), in car widths
+    for (bw, by, tw, ty), fill in (((0.4, 0.47, 0.3, 0.78), tuple(int(c * 0.6) for c in col)),
+                                   ((0.33, 0.5, 0.26, 0.74), (120, 140, 165))):
+        d.polygon([(x - bw * w, y - by * w), (x - tw * w, y - ty * w), (x + tw * w, y - ty * w),
+                   (x + bw * w, y - by * w)], fill=fill)
     lamp = (255, 240, 200) if front else (210, 25, 25)
     for sx in (-1, 1):
         lx = x + sx * 0.38 * w
@@ -139,6 +139,10 @@ class _View:
         z = 1.0 + (z0 - 1.0 - self.v * self.frame) % _SPAN
         t, hw = 1.0 / z, 0.62 * self.W / z
         return self.vx + (self.W / 2 - self.vx) * t + u * hw, self.hz + (self.H - self.hz) * t, hw, z
+
+    def quad(self, z: float, dz: float, u: float, du: float) -> list[tuple[float, float]]:
+        """Screen polygon of a flat road patch: road markings are drawn in perspective."""
+        return [self.at(*p)[:2] for p in ((z, u), (z, u + du), (z + dz, u + du), (z + dz, u))]
 
 
 def _rgb(values: np.ndarray) -> Color:
@@ -179,14 +183,11 @@ def _road(d: Draw, cam: _View, seq: _Seq, zc: float) -> None:
                width=2)
     for j in range(16):
         for u in (-0.33, 0.33) if seq.scene == "highway" else (0.0,):
-            z0, e = 1.0 + j * 0.75, 0.015
+            z0 = 1.0 + j * 0.75
             if at(z0, 0)[3] < at(z0 + 0.35, 0)[3]:  # skip a dash split by the depth wrap
-                d.polygon([at(z0, u - e)[:2], at(z0, u + e)[:2], at(z0 + 0.35, u + e)[:2],
-                           at(z0 + 0.35, u - e)[:2]], fill=(235, 225, 150))
+                d.polygon(cam.quad(z0, 0.35, u - 0.015, 0.03), fill=(235, 225, 150))
     for j in range(10 if seq.crosswalk else 0):
-        u = -1.0 + j * 0.2
-        d.polygon([at(zc, u)[:2], at(zc, u + 0.11)[:2], at(zc + 0.4, u + 0.11)[:2],
-                   at(zc + 0.4, u)[:2]], fill=(238, 238, 235))
+        d.polygon(cam.quad(zc, 0.4, -1.0 + j * 0.2, 0.11), fill=(238, 238, 235))
 
 
 def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Image:
@@ -196,8 +197,9 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
     noise = np.random.default_rng([seed, seq.index, frame, 11])
     tod, night, edge = seq.time_of_day, seq.time_of_day == "night", seq.edges.get(frame, "")
     v = float(lay.uniform(0.02, 0.05))  # slow forward motion keeps neighbours near-duplicates
-    hz = H * float(lay.uniform(0.4, 0.48))
-    vx = W * float(lay.uniform(0.42, 0.58) + lay.uniform(-0.003, 0.003) * frame)
+    # one fleet camera mount: horizon and heading vary only a little between drives
+    hz = H * float(lay.uniform(0.42, 0.46))
+    vx = W * float(lay.uniform(0.47, 0.53) + lay.uniform(-0.003, 0.003) * frame)
     cam, edge_start = _View(W, H, hz, vx, v, frame), min(seq.edges, default=0)
     top, bottom = _SKY[tod]
     k = np.clip(np.arange(H) / hz, 0.0, 1.0)[:, None, None]
@@ -208,8 +210,13 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
     # three layers: albedo, a light mask (street lamps, headlights) and self-luminous glow
     d, mask, glow = ImageDraw.Draw(img), Image.new("L", (W, H)), Image.new("RGB", (W, H))
     md, gd = ImageDraw.Draw(mask), ImageDraw.Draw(glow)
-    _skyline(d, gd, lay, cam, seq)
+    # own stream: the skyline loop's draw count varies with the pan and must not shift `lay`
+    _skyline(d, gd, np.random.default_rng([seed, seq.index, 8]), cam, seq)
+    # edge-case actors stand close to the camera at their first frame: they must dominate the
+    # frame, or pixel-level neighbour search would only see the (shared) street around them
     zc = float(lay.uniform(1.9, 2.4)) + v * edge_start
+    if EDGE_CASES[0] in seq.edges.values():
+        zc = 1.45 + v * edge_start
     _road(d, cam, seq, zc)
     # objects: (depth, kind, lateral u, colour); drawn far to near so near ones occlude
     objs: list[tuple[float, str, float, Color]] = []
@@ -226,12 +233,12 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
         objs.append((float(lay.uniform(3, 8)), "person", -1.3, (70, 90, 150)))
     # people on the zebra only by day: at night that is exactly the edge case to mine
     if (seq.crosswalk and not night and lay.random() < 0.7) or edge == EDGE_CASES[0]:
-        walk = -0.8 + 0.07 * (frame - edge_start)
+        walk = -0.3 + 0.1 * (frame - edge_start) if edge else -0.8 + 0.07 * frame
         objs.append((zc + 0.2, "person", walk, (240, 235, 120) if night else (160, 50, 50)))
     if EDGE_CASES[2] in seq.edges.values():
-        objs.append((1.75 + v * edge_start, "car", 0.85, (150, 30, 30)))
+        objs.append((1.3 + v * edge_start, "car", 0.7, (150, 30, 30)))
         if edge:  # slightly farther than the parked car, so its lower half is hidden
-            objs.append((1.95 + v * edge_start, "person", 0.8, (40, 120, 170)))
+            objs.append((1.42 + v * edge_start, "person", 0.62, (235, 120, 30)))
     lights_on = gd if tod != "day" else None
     for z0, kind, u, col in sorted(objs, key=lambda o: -cam.at(o[0], 0)[3]):
         x, y, hw, _ = cam.at(z0, u)
@@ -251,12 +258,11 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
             gd.ellipse(head, fill=(255, 220, 150))
             md.ellipse((hx - 0.6 * hw, y - 0.15 * hw, hx + 0.6 * hw, y + 0.15 * hw), fill=230)
     if edge == EDGE_CASES[1]:
-        _reflection(img, md, cam.at(2.2 + v * edge_start, float(lay.uniform(-0.3, 0.3))),
-                    seq.index)
+        _reflection(img, md, cam.at(1.7 + v * edge_start, float(lay.uniform(-0.15, 0.15))))
     if seq.crosswalk and night:  # a lamp right over the zebra makes the night crossing readable
         x, y, hw, _ = cam.at(zc + 0.2, 0.0)
         md.ellipse((x - 1.1 * hw, y - 0.7 * hw, x + 1.1 * hw, y + 0.25 * hw), fill=255)
-    # our own headlights light the road ahead
+    # own headlights, so the road right ahead is never pitch black at night
     md.polygon([(W * 0.1, H), (vx - 0.1 * W, hz + 0.25 * (H - hz)),
                 (vx + 0.1 * W, hz + 0.25 * (H - hz)), (W * 0.9, H)], fill=150 if night else 60)
     return _expose(img, mask, glow, seq, noise, hz / H, size)
@@ -293,23 +299,18 @@ def _expose(img: Image.Image, mask: Image.Image, glow: Image.Image, seq: _Seq,
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if seq.sensor == "rear_cam" else img
 
 
-def _reflection(img: Image.Image, md: Draw, pos: tuple[float, float, float, float],
-                index: int) -> None:
-    """Stand a pedestrian or car on the wet road and mirror it upside-down below its feet."""
+def _reflection(img: Image.Image, md: Draw, pos: tuple[float, float, float, float]) -> None:
+    """Stand a pedestrian at a puddle that mirrors them, and the street behind, upside-down."""
     x, y, hw, _ = pos
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    ld = ImageDraw.Draw(layer)
-    if index % 3:  # mostly pedestrians, sometimes a car, so both variants exist to mine
-        _person(ld, x, y, 0.7 * hw, (235, 230, 90), 0.5)
-    else:
-        _car(ld, x, y, 0.5 * hw, (230, 200, 60), False, None)
-    top = max(0, int(y - 0.75 * hw))
-    obj = layer.crop((0, top, img.width, int(y)))
-    mirrored = obj.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
-    alpha = mirrored.getchannel("A").point(lambda a: a * 6 // 10)
-    img.paste(mirrored.convert("RGB"), (0, int(y)), alpha)
-    img.paste(layer.convert("RGB"), (0, 0), layer.getchannel("A"))
-    md.ellipse((x - 0.7 * hw, y - 0.9 * hw, x + 0.7 * hw, y + 0.8 * hw), fill=255)
+    _person(ImageDraw.Draw(img), x, y, 0.62 * hw, (235, 230, 90), 0.5)
+    # mirror whatever is above the waterline, so cars behind the pedestrian show up too
+    rx, depth = int(0.6 * hw), int(min(0.75 * hw, img.height - y))
+    box = (int(x) - rx, int(y) - depth, int(x) + rx, int(y))
+    mirrored = img.crop(box).transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    puddle = Image.new("L", mirrored.size)
+    ImageDraw.Draw(puddle).ellipse((0, -0.15 * depth, 2 * rx, depth), fill=215)
+    img.paste(mirrored, (box[0], box[3]), puddle)
+    md.ellipse((x - 0.8 * hw, y - 0.9 * hw, x + 0.8 * hw, y + 0.8 * hw), fill=255)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -345,8 +346,9 @@ def generate_demo_dataset(root: Path, n_scenes: int = 300, seed: int = 0,
                 "labeled": "true" if frame < n_labeled and not edge else "false"})
     ids = [r["image_id"] for r in rows]
     # drop frames left over from an earlier, larger run so the manifest matches the disk
+    keep = set(ids)
     for old in images_dir.glob("drive_*/frame_*.jpg"):
-        if old.relative_to(images_dir).as_posix() not in set(ids):
+        if old.relative_to(images_dir).as_posix() not in keep:
             old.unlink()
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")

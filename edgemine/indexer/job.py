@@ -199,7 +199,10 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     report.removed = len(removed)
     report.missing_from_source_kept = len(kept)
 
-    new_table = pa.Table.from_pylist(records) if records else None
+    # Not Table.from_pylist: it takes the columns of the first record only, and images differ in
+    # which metadata they carry (sidecars, partial metadata tables).
+    columns = list(dict.fromkeys(key for rec in records for key in rec))
+    new_table = pa.table({c: [rec.get(c) for rec in records] for c in columns}) if records else None
     tables = [t for t in (new_table,) if t is not None]
     kept_vectors: Vectors = np.empty((0, dim), np.float32)
     if kept and prev is not None:

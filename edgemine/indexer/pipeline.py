@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -35,7 +35,7 @@ def decode_image(path: str) -> Image.Image:
                 return im.convert("RGB")
     except FileNotFoundError as exc:
         raise ValueError("file not found") from exc
-    except Image.UnidentifiedImageError as exc:
+    except UnidentifiedImageError as exc:
         raise ValueError("not an image (unrecognised format)") from exc
     except (OSError, SyntaxError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:

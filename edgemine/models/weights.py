@@ -62,10 +62,11 @@ def _cached_tag_file(cfg: dict[str, Any]) -> Path | None:
             names.insert(0, "open_clip_model.safetensors")
         for name in names:
             try:
-                return Path(hf_hub_download(repo_id, name, local_files_only=True))
+                cached: str = hf_hub_download(repo_id, name, local_files_only=True)
+                return Path(cached)
             except Exception:
                 continue
-    url = cfg.get("url", "")
+    url = str(cfg.get("url", ""))
     if url:
         candidate = Path("~/.cache/clip").expanduser() / os.path.basename(url)
         if candidate.is_file():

@@ -3,4 +3,4 @@
 from edgemine.service.miner import Miner, QueryError, Upload
 from edgemine.service.query import Candidate, MineQuery, MineResult
 
-__all__ = ["Candidate", "Miner", "MineQuery", "MineResult", "QueryError", "Upload"]
+__all__ = ["Candidate", "MineQuery", "MineResult", "Miner", "QueryError", "Upload"]

@@ -87,7 +87,7 @@ def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch
             "INSERT INTO batch_items VALUES (?, ?, ?, ?, ?, ?)",
             [(batch_id, item.image_id, pos, item.score, item.nearest_example_id,
               item.nearest_example_similarity) for pos, item in enumerate(fresh)])
-    db.set_state([item.image_id for item in fresh], "queued", batch_id)
+        apply_state(conn, [item.image_id for item in fresh], "queued", batch_id, only_known=True)
     batch = get_batch(db, snapshot, batch_id)
     batch.skipped = sorted(taken)
     return batch

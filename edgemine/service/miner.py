@@ -141,7 +141,7 @@ class Miner:
 
     def _rank(self, query: MineQuery, score: np.ndarray, wanted: int) -> list[int]:
         if not (query.max_per_group or query.dedup_threshold):
-            return ranked_rows(score, wanted).tolist()
+            return [int(r) for r in ranked_rows(score, wanted)]
         groups = (self.snapshot.catalog.column(query.group_by).to_pylist()
                   if query.group_by and query.max_per_group else None)
         depth = max(4 * wanted, 256)

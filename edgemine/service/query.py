@@ -51,7 +51,7 @@ class MineQuery(BaseModel):
     filters: dict[str, FilterValue] = Field(default_factory=dict)
     exclude_ids: list[str] = Field(default_factory=list)
     include_states: list[Literal["unlabeled", "queued", "labeled"]] = Field(
-        default_factory=lambda: ["unlabeled"],
+        default_factory=lambda: ["unlabeled"],  # type: ignore[arg-type]
         description="Labeling states eligible for mining (default: unlabeled only).")
     max_per_group: int | None = Field(default=None, ge=1)
     group_by: str | None = Field(default=None, description="Metadata column for max_per_group.")

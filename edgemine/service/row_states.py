@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from edgemine.bundle.state import LABEL_STATES, StateDB
 
-STATE_CODE = {name: code for code, name in enumerate(LABEL_STATES)}
+STATE_CODE: dict[str, int] = {name: code for code, name in enumerate(LABEL_STATES)}
 
 
 class RowStates:

@@ -35,7 +35,7 @@ async def mine_upload(
         parsed = MineQuery.model_validate_json(query)
     except ValidationError as exc:
         raise HTTPException(422, detail=exc.errors(include_url=False, include_context=False)) from exc
-    uploads = []
+    uploads: list[Upload] = []
     for upload in files:
         data = await upload.read(MAX_UPLOAD_BYTES + 1)
         if len(data) > MAX_UPLOAD_BYTES:

@@ -1,0 +1,87 @@
+"""`edgemine demo`: generate a synthetic drive, index it, and serve it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgemine.cli.common import domain_errors
+from edgemine.cli.index import model_choice, print_report
+from edgemine.indexer import ModelChoice, read_manifest_source, run_index
+from edgemine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
+from edgemine.models.base import ModelUnavailable
+
+RANDOM_WEIGHTS_BANNER = """
+!!! RUNNING WITH RANDOM WEIGHTS !!!
+The pretrained CLIP weights ({model} / {tag}) are not available here:
+  {reason}
+The demo continues with randomly initialised weights (--pretrained none). Rankings then follow
+colour and layout only, not meaning: night frames find night frames, but text prompts are noise.
+For real rankings run on a machine that can download the weights, or pass a checkpoint file:
+  edgemine demo --pretrained /path/to/open_clip_pytorch_model.bin
+"""
+
+
+def _pick_model(model: str, pretrained: str, batch_size: int) -> ModelChoice:
+    if pretrained != "auto":
+        return model_choice(model, pretrained, None, batch_size)
+    try:
+        return model_choice(model, DEFAULT_PRETRAINED, None, batch_size)
+    except ModelUnavailable as exc:
+        typer.secho(RANDOM_WEIGHTS_BANNER.format(model=model, tag=DEFAULT_PRETRAINED, reason=exc),
+                    fg=typer.colors.YELLOW, err=True)
+        return model_choice(model, "none", None, batch_size)
+
+
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo data and bundle go.")] = Path("demo-data"),
+    scenes: Annotated[int, typer.Option(min=10, max=5000, help="Frames to generate.")] = 300,
+    model: Annotated[str, typer.Option(help="open_clip model name.")] = DEFAULT_MODEL,
+    pretrained: Annotated[str, typer.Option(
+        help="Tag, checkpoint file, 'none', or 'auto' (the default tag if available, else random "
+             "weights, announced loudly).")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Annotated[int, typer.Option(min=0)] = 1,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
+    port: Annotated[int, typer.Option(help="Port for the service.")] = 8000,
+) -> None:
+    """Generate a synthetic recorded drive with rare edge cases, index it, and serve it."""
+    from edgemine.demo.scenes import generate_demo_dataset
+
+    data_dir, bundle = directory / "data", directory / "bundle"
+    with domain_errors():
+        manifest = data_dir / "manifest.csv"
+        if not manifest.is_file():
+            typer.echo(f"generating {scenes} synthetic frames in {data_dir} ...", err=True)
+            generate_demo_dataset(data_dir, n_scenes=scenes)
+        else:
+            typer.echo(f"reusing the generated frames in {data_dir} (delete it to regenerate)", err=True)
+        choice = _pick_model(model, pretrained, batch_size)
+        typer.echo(f"indexing with {choice.info.identity} into {bundle} ...", err=True)
+        report = run_index(read_manifest_source(manifest), bundle, choice,
+                           batch_size=batch_size, workers=workers)
+    print_report(report)
+
+    source = read_manifest_source(manifest)
+    night = [i.image_id for i in source.items
+             if i.metadata.get("edge_case") == "pedestrian_crosswalk_night"][:3]
+    body = json.dumps({"positive_ids": night, "k": 20, "strategy": "max",
+                       "group_by": "sequence_id", "max_per_group": 5})
+    typer.echo(
+        "\nNext steps\n"
+        f"  failure examples (pedestrian on a crosswalk at night): {', '.join(night)}\n"
+        f"  mine from the CLI:\n"
+        f"    edgemine mine --bundle {bundle} " + " ".join(f"-p {shlex.quote(i)}" for i in night) + " -k 20\n"
+        f"  mine over HTTP (paste into another terminal once the service is up):\n"
+        f"    curl -s -X POST http://127.0.0.1:{port}/v1/mine -H 'content-type: application/json' "
+        f"-d {shlex.quote(body)}\n"
+        f"  API docs: http://127.0.0.1:{port}/docs\n"
+    )
+    if serve_after:
+        from edgemine.cli.serve import serve
+
+        serve(bundle=bundle, port=port)

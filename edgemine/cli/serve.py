@@ -1,0 +1,151 @@
+"""`edgemine serve` and `edgemine mine`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgemine.bundle.snapshot import load_current
+from edgemine.cli.common import domain_errors
+from edgemine.service.query import MineQuery, MineResult, Range, Strategy
+
+_FILTER = re.compile(r"^\s*([\w.-]+)\s*(>=|<=|!=|=|>|<|\s+not\s+in\s+|\s+in\s+)\s*(.+?)\s*$")
+_OPS = {">=": "gte", "<=": "lte", "!=": "ne", "=": "eq", ">": "gt", "<": "lt"}
+
+
+def _value(text: str) -> str | int | float | bool:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def parse_filters(specs: list[str]) -> dict[str, Range]:
+    """Parse `col=v`, `col!=v`, `col>=v`, `col<v`, `col in a,b`, `col not in a,b` into filters."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        match = _FILTER.match(spec)
+        if not match:
+            raise ValueError(f"cannot parse filter {spec!r}; use col=value, col>=value, "
+                             "col in a,b or col not in a,b")
+        column, op, raw = match.group(1), match.group(2).strip(), match.group(3)
+        cond = out.setdefault(column, {})
+        if op in ("in", "not in"):
+            cond["in" if op == "in" else "not_in"] = [_value(v.strip()) for v in raw.split(",")]
+        else:
+            cond[_OPS[op]] = _value(raw)
+    return {k: Range.model_validate(v) for k, v in out.items()}
+
+
+def serve(
+    bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    expected_model: Annotated[str | None, typer.Option(help="Refuse a bundle built with another model.")] = None,
+    public_url: Annotated[str, typer.Option(help="Absolute base URL for image links in exports.")] = "",
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the mining API (and /docs) over a bundle."""
+    import uvicorn
+
+    with domain_errors():
+        snap = load_current(bundle)  # refuse to start on a missing or corrupt bundle
+        if expected_model and snap.manifest.model.identity != expected_model:
+            raise ValueError(f"bundle {bundle} was built with {snap.manifest.model.identity!r}, "
+                             f"not {expected_model!r}")
+    os.environ["EDGEMINE_BUNDLE"] = str(bundle.resolve())
+    os.environ["EDGEMINE_PUBLIC_URL"] = public_url
+    if expected_model:
+        os.environ["EDGEMINE_EXPECTED_MODEL"] = expected_model
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgemine-metrics-")
+    typer.echo(f"serving {bundle} (version {snap.version}, {snap.manifest.counts.images} images) "
+               f"on http://{host}:{port}  docs: http://{host}:{port}/docs", err=True)
+    uvicorn.run("edgemine.service.app:create_app_from_env", factory=True, host=host, port=port,
+                workers=workers, log_level=log_level)
+
+
+def _print_table(result: MineResult) -> None:
+    typer.echo(f"{'rank':>4}  {'score':>7}  {'image_id':<40} {'nearest example':<30} {'sim':>6}")
+    for c in result.candidates:
+        typer.echo(f"{c.rank:>4}  {c.score:7.4f}  {c.image_id:<40} {c.nearest_example_id:<30} "
+                   f"{c.nearest_example_similarity:6.3f}")
+    typer.echo(f"{len(result.candidates)} candidates of {result.eligible} eligible; bundle version "
+               f"{result.bundle_version}; {result.timings.total_ms:.1f} ms", err=True)
+
+
+def write_result(result: MineResult, out: Path | None, fmt: str) -> None:
+    """Write candidates as a table (stdout), JSONL or CSV."""
+    rows = [c.model_dump() for c in result.candidates]
+    if fmt == "table" and out is None:
+        _print_table(result)
+        return
+    fh = out.open("w", newline="") if out else sys.stdout
+    try:
+        if fmt == "csv":
+            meta = sorted({k for r in rows for k in r["metadata"]})
+            writer = csv.writer(fh)
+            base = ["rank", "image_id", "score", "nearest_example_id", "nearest_example_similarity", "state"]
+            writer.writerow(base + meta)
+            for r in rows:
+                writer.writerow([r[k] for k in base] + [r["metadata"].get(k) for k in meta])
+        else:
+            for r in rows:
+                fh.write(json.dumps(r, default=str) + "\n")
+    finally:
+        if out:
+            fh.close()
+    if out:
+        typer.echo(f"wrote {len(rows)} candidates to {out}", err=True)
+
+
+def mine(
+    bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+    positive: Annotated[list[str] | None, typer.Option("--positive", "-p", help="Failure image id (repeat).")] = None,
+    negative: Annotated[list[str] | None, typer.Option("--negative", "-n", help="Negative image id (repeat).")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="Text prompt (repeat).")] = None,
+    k: Annotated[int, typer.Option("-k", help="Candidates to return (1..10000).")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many (paging).")] = 0,
+    strategy: Annotated[str, typer.Option(help="mean, max or rrf.")] = "max",
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", "-f", help="e.g. 'time_of_day in night,dusk'.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Image id to exclude (repeat).")] = None,
+    group_by: Annotated[str | None, typer.Option(help="Metadata column for --max-per-group.")] = None,
+    max_per_group: Annotated[int | None, typer.Option(help="At most this many per group.")] = None,
+    dedup: Annotated[float | None, typer.Option(help="Drop near-duplicates at this cosine similarity.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop candidates below this score.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+) -> None:
+    """Mine unlabeled candidates like the given failures (the same call as POST /v1/mine)."""
+    from edgemine.service.runtime import Runtime
+
+    with domain_errors():
+        if fmt not in ("table", "jsonl", "csv"):
+            raise ValueError(f"--format must be table, jsonl or csv, not {fmt!r}")
+        if strategy not in ("mean", "max", "rrf"):
+            raise ValueError(f"--strategy must be mean, max or rrf, not {strategy!r}")
+        strat: Strategy = strategy  # type: ignore[assignment]
+        try:
+            query = MineQuery(positive_ids=positive or [], negative_ids=negative or [],
+                              texts=text or [], k=k, offset=offset, strategy=strat,
+                              filters=dict(parse_filters(filter_ or [])), exclude_ids=exclude or [],
+                              group_by=group_by, max_per_group=max_per_group,
+                              dedup_threshold=dedup, min_score=min_score)
+        except Exception as exc:  # pydantic's ValidationError, shown as one clear line
+            raise ValueError(str(exc).replace("\n", "; ")) from exc
+        result = Runtime(bundle).current().miner.mine(query)
+    write_result(result, out, "jsonl" if fmt == "table" and out else fmt)
