@@ -53,6 +53,8 @@ class ClipEmbedder:
         self.batch_size = batch_size
         self.identity = weights.identity
         self.model_name = weights.model_name
+        size = getattr(model.visual, "image_size", 224)
+        self.input_size = int(size if isinstance(size, int) else min(size))
         self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") \
             and model.text_projection is not None else self._probe_dim()
 

@@ -132,19 +132,20 @@ def export_batch(batch: Batch, fmt: ExportFormat) -> tuple[str, str]:
     items: Sequence[BatchItem] = batch.items or []
     provenance = {"batch_id": batch.batch_id, "batch_name": batch.name, "query": batch.query}
     if fmt == "jsonl":
-        lines = [json.dumps({**item.model_dump(), "batch_id": batch.batch_id}, default=str)
-                 for item in items]
+        lines = [json.dumps({**item.model_dump(), **provenance}, default=str) for item in items]
         return "".join(line + "\n" for line in lines), "application/x-ndjson"
     if fmt == "csv":
         meta_keys = sorted({k for item in items for k in item.metadata})
         out = io.StringIO()
         writer = csv.writer(out)
         head = ["image_id", "image_url", "position", "score", "nearest_example_id",
-                "nearest_example_similarity", "state"]
+                "nearest_example_similarity", "state", "batch_id", "batch_name", "query"]
         writer.writerow(head + meta_keys)
+        query = json.dumps(batch.query, default=str)
         for item in items:
             writer.writerow([item.image_id, item.image_url, item.position, item.score,
-                             item.nearest_example_id, item.nearest_example_similarity, item.state]
+                             item.nearest_example_id, item.nearest_example_similarity, item.state,
+                             batch.batch_id, batch.name, query]
                             + [item.metadata.get(k) for k in meta_keys])
         return out.getvalue(), "text/csv"
     if fmt == "labelstudio":

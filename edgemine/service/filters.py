@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -27,17 +27,17 @@ def _coerce(value: Scalar, column: str, dtype: pa.DataType) -> pa.Scalar:
                 raise ValueError("expected an ISO-8601 time")
             if isinstance(value, str):
                 parsed: Any = datetime.fromisoformat(value.replace("Z", "+00:00"))
-                tz = getattr(dtype, "tz", None)
-                if tz is None and parsed.tzinfo is not None:
-                    parsed = parsed.replace(tzinfo=None) - (parsed.utcoffset() or 0)  # type: ignore[operator]
-                elif tz is not None and parsed.tzinfo is None:
-                    from datetime import UTC
-
-                    parsed = parsed.replace(tzinfo=UTC)
-                if pa.types.is_date(dtype):
-                    parsed = parsed.date() if isinstance(parsed, datetime) else date.fromisoformat(value)
-                return pa.scalar(parsed, type=dtype)
-            return pa.scalar(datetime.fromtimestamp(float(value)), type=dtype)
+            else:
+                parsed = datetime.fromtimestamp(float(value), tz=UTC)  # epoch seconds are UTC
+            tz = getattr(dtype, "tz", None)
+            if tz is None and parsed.tzinfo is not None:
+                # Naive columns hold UTC: convert (a zero offset, e.g. "Z", must work too).
+                parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+            elif tz is not None and parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            if pa.types.is_date(dtype):
+                parsed = parsed.date() if isinstance(parsed, datetime) else date.fromisoformat(value)
+            return pa.scalar(parsed, type=dtype)
         if pa.types.is_boolean(dtype):
             if isinstance(value, bool):
                 return pa.scalar(value)
@@ -52,7 +52,7 @@ def _coerce(value: Scalar, column: str, dtype: pa.DataType) -> pa.Scalar:
         if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
             return pa.scalar(str(value), type=dtype)
         return pa.scalar(value).cast(dtype)
-    except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except (ValueError, TypeError, OverflowError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise FilterError(
             f"filter on {column!r}: {value!r} does not fit the column type {dtype} ({exc})"
         ) from exc

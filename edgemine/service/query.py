@@ -26,7 +26,7 @@ class Range(BaseModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> Range:
-        if not self.model_fields_set:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
             raise ValueError("a filter needs at least one of eq, ne, in, not_in, gt, gte, lt, lte")
         return self
 

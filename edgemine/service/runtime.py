@@ -68,6 +68,12 @@ class Runtime:
         if self.expected_model and identity != self.expected_model:
             raise ModelMismatch(f"bundle {self.paths.root} was built with model {identity!r}, "
                                 f"the service is configured for {self.expected_model!r}")
+        served = getattr(self, "_loaded", None)
+        if served is not None and identity != served.snapshot.manifest.model.identity:
+            # Scores, queued batches and loaded weights all belong to the served model.
+            raise ModelMismatch(f"bundle {self.paths.root} version {snapshot.version} was built with "
+                                f"model {identity!r}, the service is serving "
+                                f"{served.snapshot.manifest.model.identity!r}: restart it to switch")
         if self.state is None:
             raise BundleError(f"bundle {self.paths.root} has no state.sqlite")
         states = RowStates(snapshot.row_by_id, self.state)
