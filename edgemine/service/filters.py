@@ -36,7 +36,7 @@ def _coerce(value: Scalar, column: str, dtype: pa.DataType) -> pa.Scalar:
             elif tz is not None and parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             if pa.types.is_date(dtype):
-                parsed = parsed.date() if isinstance(parsed, datetime) else date.fromisoformat(value)
+                parsed = parsed.date() if isinstance(parsed, datetime) else date.fromisoformat(str(value))
             return pa.scalar(parsed, type=dtype)
         if pa.types.is_boolean(dtype):
             if isinstance(value, bool):

@@ -5,15 +5,41 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
+from pydantic import TypeAdapter, ValidationError
 
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.indexer.pipeline import decode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
+from edgemine.service.browse import ImagePage, browse
+from edgemine.service.query import FilterValue
+
+_FILTERS = TypeAdapter(dict[str, FilterValue])
 
 router = APIRouter(prefix="/v1", tags=["images"])
+StateName = Literal["unlabeled", "queued", "labeled"]
+
+
+@router.get("/images", response_model=ImagePage)
+def list_images(
+    loaded: LoadedDep,
+    settings: SettingsDep,
+    filters: Annotated[str, Query(description='Metadata filters as JSON, e.g. {"time_of_day": "night"}.')] = "{}",
+    state: Annotated[list[StateName] | None, Query(description="Labeling states to list (default: all).")] = None,
+    contains: Annotated[str, Query(max_length=500, description="Substring of the image id.")] = "",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ImagePage:
+    """Browse images with the same metadata filters as mining."""
+    try:
+        parsed = _FILTERS.validate_json(filters)
+    except ValidationError as exc:
+        raise HTTPException(422, detail=f"filters must be a JSON object of column conditions: {exc}") from exc
+    return browse(loaded.snapshot, loaded.miner.states, parsed, list(state or ["unlabeled", "queued", "labeled"]),
+                  contains, offset, limit, settings.public_url)
 
 
 def _inside(path: Path, roots: list[str]) -> bool:
