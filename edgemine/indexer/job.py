@@ -14,7 +14,15 @@ import numpy as np
 import pyarrow as pa
 
 from edgemine.bundle.errors import BundleError, ModelMismatch
-from edgemine.bundle.layout import BundlePaths, Counts, Manifest, ModelInfo, utc_now, write_atomic
+from edgemine.bundle.layout import (
+    RESERVED_COLUMNS,
+    BundlePaths,
+    Counts,
+    Manifest,
+    ModelInfo,
+    utc_now,
+    write_atomic,
+)
 from edgemine.bundle.snapshot import (
     Snapshot,
     build_flat_index,
@@ -165,6 +173,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                           dim: int, vectors: dict[str, Vectors], report: IndexReport) -> int | None:
     prev_rows = {} if prev is None else prev.row_by_id
     prev_vec_ids = prev.catalog.column("vec_id").to_numpy() if prev else np.empty(0, np.int64)
+    prev_fingerprints = prev.catalog.column("fingerprint").to_pylist() if prev else []
     next_vec_id = prev.manifest.next_vec_id if prev else 0
     in_source = {item.image_id for item in source.items}
 
@@ -173,6 +182,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     labeled: list[str] = []
     for item in source.items:
         prev_row = prev_rows.get(item.image_id)
+        fingerprint = item.fingerprint
         if item.image_id in vectors:
             vec = vectors[item.image_id]
             if prev_row is not None and not rebuild:
@@ -181,6 +191,9 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                 report.added += 1
         elif prev_row is not None and (not rebuild or prev.manifest.model.identity == model.identity):  # type: ignore[union-attr]
             vec = prev.embeddings[prev_row]  # type: ignore[union-attr]
+            # Keep the fingerprint this vector was made from: a changed file that failed to
+            # decode must be retried (and reported) next run, not pass as unchanged.
+            fingerprint = prev_fingerprints[prev_row]
         else:
             continue  # failed and never indexed before: reported, not published
         if prev_row is not None:
@@ -188,7 +201,9 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         else:
             vec_id, next_vec_id = next_vec_id, next_vec_id + 1
         records.append({"vec_id": vec_id, "image_id": item.image_id, "path": item.path,
-                        "fingerprint": item.fingerprint, **item.metadata})
+                        "fingerprint": fingerprint,
+                        # a sidecar or table must not override our columns ("path" is common)
+                        **{k: v for k, v in item.metadata.items() if k not in RESERVED_COLUMNS}})
         rows_vectors.append(vec)
         if item.labeled:
             labeled.append(item.image_id)
@@ -220,7 +235,9 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                                  kept_vectors]).astype(np.float32)
 
     changed = report.added or report.updated or report.removed or rebuild or prev is None
-    if not changed and prev is not None and catalog.equals(prev.catalog):
+    # Row order alone (kept rows move to the end) is no change: compare in vec_id order.
+    if not changed and prev is not None and \
+            catalog.sort_by("vec_id").equals(prev.catalog.sort_by("vec_id")):
         state.sync_images([], [], labeled)
         return None
     now = utc_now()
