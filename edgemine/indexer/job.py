@@ -32,7 +32,7 @@ from edgemine.bundle.snapshot import (
 )
 from edgemine.bundle.state import StateDB
 from edgemine.indexer.pipeline import embed_items
-from edgemine.indexer.sources import Source, SourceItem
+from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
 
@@ -108,6 +108,7 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
     with _exclusive(paths):
         state = StateDB(paths.state_db)
         prev = load_current(paths.root) if paths.current_version() is not None else None
+        check_metadata(source.items)
         byo_dim = int(source.vectors.shape[1]) if source.vectors is not None else None
         if prev is not None and not rebuild:
             _check_compatible(prev, model.info, byo_dim)
@@ -230,7 +231,12 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                               f"{len(report.failed)} files failed, see the report")
         catalog = prev.catalog.slice(0, 0)
     else:
-        catalog = pa.concat_tables(tables, promote_options="permissive")
+        try:
+            catalog = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise BundleError(f"metadata no longer fits the bundle's column types ({exc}); the "
+                              "embedded vectors are kept in the journal: fix the metadata or "
+                              "use --rebuild") from exc
     embeddings = np.concatenate([np.asarray(rows_vectors, np.float32).reshape(-1, dim),
                                  kept_vectors]).astype(np.float32)
 

@@ -47,6 +47,21 @@ class Source:
     vectors: Vectors | None = None  # only for precomputed embeddings, rows match items
 
 
+def check_metadata(items: list[SourceItem]) -> None:
+    """Fail before any embedding if a metadata column mixes types that cannot share a column."""
+    columns = dict.fromkeys(key for item in items for key in item.metadata)
+    for column in columns:
+        values = [item.metadata.get(column) for item in items]
+        try:
+            pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            kinds = sorted({type(v).__name__ for v in values if v is not None})
+            raise SourceError(
+                f"metadata column {column!r} mixes types ({', '.join(kinds)}): {exc}; "
+                "make it one type in every sidecar/table row"
+            ) from exc
+
+
 def _file_fingerprint(path: Path) -> str:
     # Size + mtime: detects changed files without reading millions of them on each re-run.
     st = path.stat()

@@ -15,9 +15,10 @@ def l2_normalize(vectors: npt.ArrayLike) -> Vectors:
         raise ValueError(f"expected a 2-D array of vectors, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError("vectors contain NaN or infinite values")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    # float64 norms: float32 squares underflow for tiny (but valid) vectors.
+    norms = np.linalg.norm(arr.astype(np.float64), axis=1, keepdims=True)
     if np.any(norms == 0):
         bad = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
         raise ValueError(f"cannot normalize all-zero vectors (rows {bad})")
-    arr /= norms
+    arr = (arr / norms).astype(np.float32)
     return arr
