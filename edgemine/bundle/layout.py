@@ -40,6 +40,17 @@ class IndexInfo(BaseModel):
     type: str = "flat"
     factory: str = "IDMap2,Flat"
     search_params: dict[str, float] = Field(default_factory=dict)
+    reason: str = ""
+    nlist: int | None = None
+    train_size: int = 0
+    trained_on: int = 0  # vectors in the index when it was (re)trained; adds since are incremental
+    build_seconds: float = 0.0
+    bytes_per_vector: float = 0.0
+    tuned_k: int | None = None
+    recall_at_k: float | None = None  # measured against exact search on held-out queries
+    target_recall: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
 
 
 class Counts(BaseModel):

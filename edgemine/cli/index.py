@@ -20,10 +20,12 @@ from edgemine.indexer import (
     run_index,
     scan_directory,
 )
+from edgemine.indexer.job import IndexOptions
 from edgemine.indexer.sources import IMAGE_EXTENSIONS, Source, SourceError
 from edgemine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip, resolve_weights
 from edgemine.models.base import ModelUnavailable
 from edgemine.models.clip import _register_bundled_configs
+from edgemine.search.plan import parse_memory
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
 
@@ -91,6 +93,9 @@ def index(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass and per journal commit.")] = 64,
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or unset for CUDA when available.")] = None,
+    index_spec: Annotated[str, typer.Option(
+        "--index", help="auto, flat, or a FAISS factory string (e.g. 'IVF4096,SQ8', 'HNSW32,Flat').")] = "auto",
+    memory_budget: Annotated[str, typer.Option(help="Memory for index + embeddings, for --index auto.")] = "4G",
     prune: Annotated[bool, typer.Option(help="Remove indexed images no longer in the source.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -109,7 +114,8 @@ def index(
             src = read_source(source, metadata, image_root)
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
-                           prune=prune, rebuild=rebuild, progress=progress)
+                           prune=prune, rebuild=rebuild, progress=progress,
+                           options=IndexOptions(index_spec, parse_memory(memory_budget)))
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:

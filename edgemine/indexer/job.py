@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from edgemine.bundle.errors import BundleError, ModelMismatch
 from edgemine.bundle.layout import (
+    INDEX,
     RESERVED_COLUMNS,
     BundlePaths,
     Counts,
@@ -25,7 +26,6 @@ from edgemine.bundle.layout import (
 )
 from edgemine.bundle.snapshot import (
     Snapshot,
-    build_flat_index,
     check_writable,
     load_current,
     publish_version,
@@ -35,6 +35,16 @@ from edgemine.indexer.pipeline import embed_items
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
+from edgemine.search.maintain import make_index
+from edgemine.search.plan import DEFAULT_MEMORY_BUDGET
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How to index the vectors: "auto", "flat" or a FAISS factory string, and a memory budget."""
+
+    index: str = "auto"
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None
 
 def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: int = 64,
               workers: int = 2, prune: bool = False, rebuild: bool = False,
-              progress: bool = True) -> IndexReport:
+              progress: bool = True, options: IndexOptions | None = None) -> IndexReport:
     """Index `source` into the bundle at `bundle`: embed only new or changed images, then publish.
 
     Args:
@@ -101,7 +111,9 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         prune: remove images that are no longer in the source.
         rebuild: ignore the published version's vectors (needed to change model).
         progress: show a progress bar.
+        options: index type and memory budget (default: automatic choice, 4 GiB).
     """
+    options = options or IndexOptions()
     started = time.perf_counter()
     paths = BundlePaths(bundle)
     check_writable(paths)
@@ -159,7 +171,7 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         report.failed = [{"image_id": i.image_id, "path": i.path, "reason": r}
                          for i, r in failures]
         published = _assemble_and_publish(paths, state, source, prev, rebuild, prune, model.info,
-                                          dim, vectors, report)
+                                          dim, vectors, report, options)
         if published is not None:
             report.version, report.published = published, True
             state.journal_clear()
@@ -171,7 +183,8 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
 
 def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                           prev: Snapshot | None, rebuild: bool, prune: bool, model: ModelInfo,
-                          dim: int, vectors: dict[str, Vectors], report: IndexReport) -> int | None:
+                          dim: int, vectors: dict[str, Vectors], report: IndexReport,
+                          options: IndexOptions) -> int | None:
     prev_rows = {} if prev is None else prev.row_by_id
     prev_vec_ids = prev.catalog.column("vec_id").to_numpy() if prev else np.empty(0, np.int64)
     prev_fingerprints = prev.catalog.column("fingerprint").to_pylist() if prev else []
@@ -181,6 +194,8 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     records: list[dict[str, object]] = []
     rows_vectors: list[Vectors] = []
     labeled: list[str] = []
+    fresh_ids: list[int] = []  # vectors to add to a reused index
+    changed_ids: list[int] = []  # ... of which these replace an older vector
     for item in source.items:
         prev_row = prev_rows.get(item.image_id)
         fingerprint = item.fingerprint
@@ -206,6 +221,10 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                         # a sidecar or table must not override our columns ("path" is common)
                         **{k: v for k, v in item.metadata.items() if k not in RESERVED_COLUMNS}})
         rows_vectors.append(vec)
+        if item.image_id in vectors:
+            fresh_ids.append(vec_id)
+            if prev_row is not None:
+                changed_ids.append(vec_id)
         if item.labeled:
             labeled.append(item.image_id)
     kept = [] if prev is None or rebuild else [i for i in prev.image_ids if i not in in_source]
@@ -262,8 +281,21 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         updated_at=now,
         edgemine_version="",
     )
+    # Rows in vec_id order: then row == vec_id until something is pruned, which makes the
+    # search-time id selector a plain bitmap over rows.
+    order = np.argsort(catalog.column("vec_id").to_numpy(), kind="stable")
+    if np.any(np.diff(order) != 1):
+        catalog, embeddings = catalog.take(pa.array(order)), embeddings[order]
     vec_ids = catalog.column("vec_id").to_numpy()
-    publish_version(paths, manifest, catalog, embeddings, build_flat_index(embeddings, vec_ids))
+    removed_ids = prev_vec_ids[prev.rows_of(removed)] if prev is not None and removed else None
+    reuse = prev is not None and not rebuild
+    index, manifest.index = make_index(
+        embeddings, vec_ids, spec=options.index, memory_budget=options.memory_budget,
+        prev_info=prev.manifest.index if reuse and prev is not None else None,
+        prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
+        changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
+        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))))
+    publish_version(paths, manifest, catalog, embeddings, index)
     rows = zip(catalog.column("image_id").to_pylist(), catalog.column("path").to_pylist(),
                catalog.select(meta_cols).to_pylist() if meta_cols else [{}] * catalog.num_rows,
                vec_ids.tolist(), strict=True)

@@ -20,5 +20,5 @@ def l2_normalize(vectors: npt.ArrayLike) -> Vectors:
     if np.any(norms == 0):
         bad = np.flatnonzero(norms[:, 0] == 0)[:5].tolist()
         raise ValueError(f"cannot normalize all-zero vectors (rows {bad})")
-    arr = (arr / norms).astype(np.float32)
-    return arr
+    out: Vectors = (arr / norms).astype(np.float32)
+    return out

@@ -14,11 +14,14 @@ from edgemine.models.vectors import Vectors
 def select_diverse(order: npt.NDArray[np.int64], wanted: int, embeddings: Vectors,
                    groups: Sequence[object] | None, max_per_group: int | None,
                    dedup_threshold: float | None) -> list[int]:
-    """Greedily take rows in `order` (best first), skipping capped groups and near-duplicates."""
+    """Greedily take rows in `order` (best first), skipping capped groups and near-duplicates.
+
+    Returns positions into `order`.
+    """
     taken: list[int] = []
     per_group: Counter[object] = Counter()
     kept_vectors = np.empty((0, embeddings.shape[1]), np.float32)
-    for row in order.tolist():
+    for pos, row in enumerate(order.tolist()):
         if groups is not None and max_per_group is not None:
             group = groups[row]
             if group is not None and per_group[group] >= max_per_group:
@@ -30,7 +33,7 @@ def select_diverse(order: npt.NDArray[np.int64], wanted: int, embeddings: Vector
             kept_vectors = np.vstack([kept_vectors, vec[None, :]])
         if groups is not None and max_per_group is not None:
             per_group[groups[row]] += 1
-        taken.append(row)
+        taken.append(pos)
         if len(taken) >= wanted:
             break
     return taken

@@ -16,7 +16,8 @@ from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import LABEL_STATES
 from edgemine.indexer.pipeline import decode_image
 from edgemine.models.base import Embedder
-from edgemine.models.vectors import Vectors
+from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.search.searcher import Searcher
 from edgemine.service.diversity import select_diverse
 from edgemine.service.filters import filter_mask
 from edgemine.service.query import Candidate, MineQuery, MineResult, Timings
@@ -45,9 +46,11 @@ class Miner:
     """Mines one bundle version; cheap to create, safe to share between threads."""
 
     def __init__(self, snapshot: Snapshot, states: RowStates,
-                 embedder: Callable[[], Embedder] | None, public_url: str = "") -> None:
+                 embedder: Callable[[], Embedder] | None, public_url: str = "",
+                 searcher: Searcher | None = None) -> None:
         self.snapshot = snapshot
         self.states = states
+        self.searcher = searcher
         self._embedder = embedder
         self.public_url = public_url
 
@@ -113,19 +116,30 @@ class Miner:
         eligible[excluded] = False
 
         wanted = query.offset + query.k
-        scores = score_rows(snap.embeddings, positives, negatives, query.strategy,
-                            query.negative_weight, eligible, depth=max(1000, 4 * wanted))
-        if query.min_score is not None:
-            scores.score[scores.score < query.min_score] = -np.inf
-        available = int(np.isfinite(scores.score).sum())
-        rows = self._rank(query, scores.score, wanted)
-        page = rows[query.offset:wanted]
+        depth = max(1000, 4 * wanted)
+        count = int(eligible.sum())
+        space = self._search_space(query, positives, negatives, eligible, count, wanted, depth)
+        while True:
+            emb = snap.embeddings if space is None else snap.embeddings[space]
+            elig = eligible if space is None else eligible[space]
+            scores = score_rows(emb, positives, negatives, query.strategy, query.negative_weight,
+                                elig, depth=depth)
+            if query.min_score is not None:
+                scores.score[scores.score < query.min_score] = -np.inf
+            available = int(np.isfinite(scores.score).sum())
+            local = self._rank(query, scores.score, wanted, space)
+            # An approximate candidate set that came up short while enough rows are eligible
+            # falls back to exact search: k results whenever k are eligible.
+            if len(local) >= wanted or space is None or len(space) >= count:
+                break
+            space = np.flatnonzero(eligible) if count < len(eligible) // 2 else None
+        page = local[query.offset:wanted]
         search_done = time.perf_counter()
 
-        candidates = self._candidates(page, query.offset, scores.score, scores.nearest,
+        candidates = self._candidates(page, space, query.offset, scores.score, scores.nearest,
                                       scores.nearest_sim, positives.labels)
-        more = len(rows) >= wanted and (query.max_per_group or query.dedup_threshold
-                                        or available > wanted)
+        more = len(local) >= wanted and (query.max_per_group or query.dedup_threshold
+                                         or available > wanted or count > wanted)
         return MineResult(
             candidates=candidates,
             eligible=available,
@@ -139,7 +153,33 @@ class Miner:
                             total_ms=round((time.perf_counter() - started) * 1e3, 3)),
         )
 
-    def _rank(self, query: MineQuery, score: np.ndarray, wanted: int) -> list[int]:
+    def _search_space(self, query: MineQuery, positives: Examples, negatives: Examples,
+                      eligible: np.ndarray, count: int, wanted: int, depth: int) -> np.ndarray | None:
+        """Return the rows to score exactly: ANN candidates, the eligible rows, or None (all)."""
+        n = len(eligible)
+        if self.searcher is not None and not self.searcher.exact:
+            has_neg = len(negatives.vectors) > 0 and query.negative_weight > 0
+            if query.strategy == "mean":
+                centre = l2_normalize(positives.vectors.mean(axis=0, keepdims=True))
+                if has_neg:
+                    centre = centre - query.negative_weight * l2_normalize(
+                        negatives.vectors.mean(axis=0, keepdims=True))
+                queries, per_query = centre.astype(np.float32), wanted
+            else:
+                queries = positives.vectors
+                per_query = depth if query.strategy == "rrf" else wanted * (2 if has_neg else 1)
+            if query.max_per_group or query.dedup_threshold:
+                per_query *= 4
+            rows = self.searcher.candidates(queries, per_query, eligible, count)
+            if rows is not None:
+                return np.sort(rows)
+        if count < n // 2:
+            return np.flatnonzero(eligible)
+        return None
+
+    def _rank(self, query: MineQuery, score: np.ndarray, wanted: int,
+              space: np.ndarray | None) -> list[int]:
+        """Return positions (into `score`) of the result, best first."""
         if not (query.max_per_group or query.dedup_threshold):
             return [int(r) for r in ranked_rows(score, wanted)]
         groups = (self.snapshot.catalog.column(query.group_by).to_pylist()
@@ -147,30 +187,32 @@ class Miner:
         depth = max(4 * wanted, 256)
         while True:
             order = ranked_rows(score, depth)
-            taken = select_diverse(order, wanted, self.snapshot.embeddings, groups,
+            rows = order if space is None else space[order]
+            taken = select_diverse(rows, wanted, self.snapshot.embeddings, groups,
                                    query.max_per_group, query.dedup_threshold)
             if len(taken) >= wanted or len(order) < depth:
-                return taken
+                return [int(order[i]) for i in taken]
             depth *= 4
 
-    def _candidates(self, page: list[int], offset: int, score: np.ndarray, nearest: np.ndarray,
-                    nearest_sim: np.ndarray, labels: list[str]) -> list[Candidate]:
+    def _candidates(self, page: list[int], space: np.ndarray | None, offset: int, score: np.ndarray,
+                    nearest: np.ndarray, nearest_sim: np.ndarray, labels: list[str]) -> list[Candidate]:
         if not page:
             return []
         snap = self.snapshot
-        table = snap.catalog.take(pa.array(page, pa.int64()))
+        rows = page if space is None else [int(space[p]) for p in page]
+        table = snap.catalog.take(pa.array(rows, pa.int64()))
         meta_cols = snap.metadata_columns
         metadata = table.select(meta_cols).to_pylist() if meta_cols else [{} for _ in page]
         codes = self.states.codes
         out = []
-        for i, (row, meta) in enumerate(zip(page, metadata, strict=True)):
+        for i, (pos, row, meta) in enumerate(zip(page, rows, metadata, strict=True)):
             image_id = snap.image_ids[row]
             out.append(Candidate(
                 image_id=image_id,
-                score=float(score[row]),
+                score=float(score[pos]),
                 rank=offset + i + 1,
-                nearest_example_id=labels[int(nearest[row])],
-                nearest_example_similarity=float(nearest_sim[row]),
+                nearest_example_id=labels[int(nearest[pos])],
+                nearest_example_similarity=float(nearest_sim[pos]),
                 metadata={k: _jsonable(v) for k, v in meta.items()},
                 state=LABEL_STATES[int(codes[row])],
                 image_url=image_url(image_id, self.public_url),

@@ -14,6 +14,7 @@ from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import Snapshot, load_current
 from edgemine.bundle.state import StateDB
 from edgemine.models.base import Embedder
+from edgemine.search.searcher import Searcher
 from edgemine.service.miner import Miner
 from edgemine.service.row_states import RowStates
 
@@ -78,7 +79,14 @@ class Runtime:
             raise BundleError(f"bundle {self.paths.root} has no state.sqlite")
         states = RowStates(snapshot.row_by_id, self.state)
         embedder = None if identity.startswith("byo:") else self.embedder_for(snapshot)
-        return Loaded(snapshot, Miner(snapshot, states, embedder, self.public_url), stamp)
+        info = snapshot.manifest.index
+        searcher = None
+        if info.type in ("ivf", "hnsw"):
+            # Memory-mapped where FAISS allows it: fast start, pages shared between workers.
+            searcher = Searcher(snapshot.load_index(), info.type, dict(info.search_params),
+                                snapshot.catalog.column("vec_id").to_numpy())
+        miner = Miner(snapshot, states, embedder, self.public_url, searcher)
+        return Loaded(snapshot, miner, stamp)
 
     def embedder_for(self, snapshot: Snapshot) -> Callable[[], Embedder]:
         """Return a loader of the bundle's model, loaded once on first use."""

@@ -1,0 +1,118 @@
+"""Filtered candidate search over a FAISS index, exclusions applied inside the search.
+
+The searcher returns *candidate rows*; the miner re-scores them exactly with the stored
+embeddings. When the eligible set is small, or the index is exact, it returns None and the miner
+searches the eligible rows exactly (numpy GEMM), which is then both faster and exact.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgemine.models.vectors import Vectors
+from edgemine.search.build import ivf_of
+from edgemine.search.kmeans import assign
+
+Rows = npt.NDArray[np.int64]
+# Below these eligible fractions a filtered ANN walk costs more than exact search of the subset.
+MIN_FRACTION = {"ivf": 0.02, "hnsw": 0.1}
+MAX_EF = 4096
+
+
+class Searcher:
+    """Search one index with a per-query eligibility mask."""
+
+    def __init__(self, index: Any, kind: str, params: dict[str, float], vec_ids: npt.NDArray[np.int64]) -> None:
+        self.index = index
+        self.kind = kind
+        self.params = params
+        self.n = len(vec_ids)
+        self.vec_ids = vec_ids
+        self.identity_ids = bool(self.n == 0 or (vec_ids[0] == 0 and vec_ids[-1] == self.n - 1
+                                                and np.all(np.diff(vec_ids) == 1)))
+        size = int(vec_ids.max()) + 1 if self.n else 0
+        self.row_of_vec = np.full(size, -1, np.int64)
+        self.row_of_vec[vec_ids] = np.arange(self.n)
+        self.ivf = ivf_of(index) if kind == "ivf" else None
+        self.centroids: Vectors | None = None
+        if self.ivf is not None:
+            faiss: Any = importlib.import_module("faiss")
+
+            if isinstance(self.ivf.quantizer, faiss.IndexFlat) and self.ivf is index:
+                self.centroids = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+
+    @property
+    def exact(self) -> bool:
+        """Return whether this searcher always defers to exact search."""
+        return self.kind not in ("ivf", "hnsw")
+
+    def _selector(self, eligible: npt.NDArray[np.bool_]) -> tuple[Any, Any]:
+        faiss: Any = importlib.import_module("faiss")
+
+        if self.identity_ids:
+            bits = eligible
+        else:
+            bits = np.zeros(len(self.row_of_vec), bool)
+            bits[self.vec_ids[eligible]] = True
+        packed = np.packbits(bits, bitorder="little")
+        return faiss.IDSelectorBitmap(packed), packed
+
+    def candidates(self, queries: Vectors, depth: int, eligible: npt.NDArray[np.bool_],
+                   eligible_count: int | None = None) -> Rows | None:
+        """Return eligible candidate rows for all queries (one call), or None for exact search."""
+        if self.exact or self.n == 0:
+            return None
+        count = int(eligible.sum()) if eligible_count is None else eligible_count
+        fraction = count / self.n
+        if fraction < MIN_FRACTION.get(self.kind, 1.0) or count <= depth:
+            return None
+        fetch = int(depth * self.params.get("rerank_factor", 1.0))
+        queries = np.ascontiguousarray(queries, np.float32)
+        sel, _keep = self._selector(eligible)
+        if self.kind == "ivf":
+            labels = self._search_ivf(queries, fetch, fraction, sel)
+        else:
+            labels = self._search_hnsw(queries, fetch, fraction, sel)
+        if labels is None:
+            return None
+        found = np.unique(labels[labels >= 0])
+        rows = self.row_of_vec[found]
+        return rows[rows >= 0]
+
+    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> npt.NDArray[np.int64] | None:
+        faiss: Any = importlib.import_module("faiss")
+
+        assert self.ivf is not None
+        nlist = self.ivf.nlist
+        nprobe = min(nlist, math.ceil(self.params.get("nprobe", 16) / fraction))
+        if nprobe > nlist // 2:
+            return None
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+        params.sel = sel
+        if self.centroids is None:
+            _, labels = self.index.search(queries, fetch, params=params)
+            return np.asarray(labels)
+        lists, coarse = assign(queries, self.centroids, nprobe)
+        n = len(queries)
+        dist = np.empty((n, fetch), np.float32)
+        labels = np.empty((n, fetch), np.int64)
+        self.ivf.search_preassigned_c(n, faiss.swig_ptr(queries), fetch, faiss.swig_ptr(lists),
+                                      faiss.swig_ptr(coarse), faiss.swig_ptr(dist),
+                                      faiss.swig_ptr(labels), False, params, None)
+        return labels
+
+    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> npt.NDArray[np.int64] | None:
+        faiss: Any = importlib.import_module("faiss")
+
+        ef = int(min(MAX_EF, max(fetch, self.params.get("efSearch", 64)) / fraction))
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef
+        params.sel = sel
+        _, labels = self.index.search(queries, fetch, params=params)
+        return np.asarray(labels)

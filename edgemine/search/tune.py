@@ -1,0 +1,107 @@
+"""Tune search parameters at build time to a target recall, and measure what they cost.
+
+Queries are stored vectors that were not in the training sample, each excluded from its own
+results, as in mining (an example never comes back as its own candidate). Ground truth is exact
+inner-product search over the stored float32 embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edgemine.models.vectors import Vectors
+from edgemine.search.searcher import Searcher
+
+IVF_GRID = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+HNSW_GRID = [64, 96, 128, 192, 256, 384, 512, 768, 1024]
+RERANK_GRID = [1.5, 3.0, 6.0]
+
+
+@dataclass
+class TuneResult:
+    """Chosen parameters and what they measured."""
+
+    params: dict[str, float] = field(default_factory=dict)
+    recall: float = 1.0
+    k: int = 100
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    queries: int = 0
+    met_target: bool = True
+
+
+def exact_topk(embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
+    """Return exact top-k rows per query, excluding the query's own row."""
+    sims = np.asarray(embeddings @ queries.T, np.float32)
+    sims[qrows, np.arange(len(qrows))] = -np.inf
+    top = np.argpartition(-sims, k, axis=0)[:k].T
+    return top
+
+
+def search_one(searcher: Searcher, embeddings: Vectors, query: Vectors, own_row: int, k: int,
+               eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """Search one query as the miner does: candidates, then exact re-scoring of them."""
+    cands = searcher.candidates(query[None, :], k + 1, eligible)
+    if cands is None:
+        cands = np.flatnonzero(eligible)
+    cands = cands[cands != own_row]
+    scores = np.asarray(embeddings[np.sort(cands)] @ query, np.float32)
+    order = np.argsort(-scores)[:k]
+    return np.sort(cands)[order]
+
+
+def measure(searcher: Searcher, embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int64],
+            truth: npt.NDArray[np.int64], k: int) -> tuple[float, list[float]]:
+    """Return mean recall@k and per-query latencies (ms) with everything eligible."""
+    eligible = np.ones(searcher.n, bool)
+    recalls, times = [], []
+    for q, row, gt in zip(queries, qrows, truth, strict=True):
+        start = time.perf_counter()
+        got = search_one(searcher, embeddings, q, int(row), k, eligible)
+        times.append((time.perf_counter() - start) * 1e3)
+        recalls.append(len(np.intersect1d(got, gt)) / k)
+    return float(np.mean(recalls)), times
+
+
+def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float = 0.95,
+         n_queries: int = 200, exclude_rows: npt.NDArray[np.int64] | None = None, seed: int = 1) -> TuneResult:
+    """Pick the cheapest parameters reaching `target` recall@k (or the best found, flagged)."""
+    if searcher.exact:
+        return TuneResult(k=k)
+    rng = np.random.default_rng(seed)
+    pool = np.setdiff1d(np.arange(searcher.n), exclude_rows if exclude_rows is not None else [])
+    qrows = np.sort(rng.choice(pool, min(n_queries, len(pool)), replace=False))
+    queries = np.ascontiguousarray(embeddings[qrows], np.float32)
+    k = min(k, searcher.n - 1)
+    truth = exact_topk(embeddings, queries, qrows, k)
+    grid = IVF_GRID if searcher.kind == "ivf" else HNSW_GRID
+    key = "nprobe" if searcher.kind == "ivf" else "efSearch"
+    nlist = searcher.ivf.nlist if searcher.ivf is not None else None
+    best: TuneResult | None = None
+    for rerank in RERANK_GRID:
+        for value in grid:
+            if nlist is not None and value > nlist // 2:
+                break
+            searcher.params = {key: float(value), "rerank_factor": rerank}
+            recall, times = measure(searcher, embeddings, queries, qrows, truth, k)
+            result = TuneResult(dict(searcher.params), recall, k, float(np.percentile(times, 50)),
+                                float(np.percentile(times, 99)), len(qrows), recall >= target)
+            if best is None or _better(result, best):
+                best = result
+            if recall >= target:
+                break
+    assert best is not None
+    searcher.params = dict(best.params)
+    return best
+
+
+def _better(new: TuneResult, old: TuneResult) -> bool:
+    if new.met_target != old.met_target:
+        return new.met_target
+    if new.met_target:
+        return new.p50_ms < old.p50_ms
+    return new.recall > old.recall
