@@ -96,7 +96,8 @@ def load_version(paths: BundlePaths, version: int) -> Snapshot:
     manifest = read_manifest(vdir)
     try:
         catalog = pq.read_table(vdir / CATALOG)
-        embeddings = np.load(vdir / EMBEDDINGS, mmap_mode="r")
+        # A plain ndarray view of the map: numpy's memmap subclass slows every matmul down.
+        embeddings = np.asarray(np.load(vdir / EMBEDDINGS, mmap_mode="r"))
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle version {vdir} is corrupt: {exc}") from exc
     n = manifest.counts.images

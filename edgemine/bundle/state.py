@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,7 @@ class StateDB:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._local = threading.local()
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
             db.execute("PRAGMA busy_timeout=30000")
@@ -99,6 +101,16 @@ class StateDB:
             db.execute("COMMIT")
         finally:
             db.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        # One long-lived autocommit connection per thread: queries on the mining hot path must
+        # not pay for connecting or for taking the write lock.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
 
     # -- indexer journal: embedded but not yet published --------------------------------------
 
@@ -181,10 +193,9 @@ class StateDB:
 
     def label_events_since(self, seq: int) -> tuple[int, list[tuple[str, str]]]:
         """Return the newest event number and the (image_id, state) changes after `seq`."""
-        with self.connect() as db:
-            rows = db.execute(
-                "SELECT seq, image_id, state FROM label_events WHERE seq > ? ORDER BY seq", (seq,)
-            ).fetchall()
+        rows = self._reader().execute(
+            "SELECT seq, image_id, state FROM label_events WHERE seq > ? ORDER BY seq", (seq,)
+        ).fetchall()
         if not rows:
             return seq, []
         return int(rows[-1][0]), [(r[1], r[2]) for r in rows]

@@ -34,14 +34,12 @@ class RowStates:
             if row is not None:
                 self.codes[row] = STATE_CODE[state]
 
-    def refresh(self) -> npt.NDArray[np.int8]:
-        """Apply state changes made since the last call; return the state code per row."""
+    def eligible(self, states: list[str]) -> npt.NDArray[np.bool_]:
+        """Return rows whose state is one of `states`."""
         with self._lock:
             self._seq, changes = self._db.label_events_since(self._seq)
             self._apply(changes)
-            return self.codes.copy()
-
-    def eligible(self, states: list[str]) -> npt.NDArray[np.bool_]:
-        """Return rows whose state is one of `states`."""
-        codes = self.refresh()
-        return np.isin(codes, [STATE_CODE[s] for s in states])
+            wanted = sorted({STATE_CODE[s] for s in states})
+            mask: npt.NDArray[np.bool_] = (self.codes == wanted[0]) if len(wanted) == 1 \
+                else np.isin(self.codes, wanted)
+            return mask

@@ -1,0 +1,245 @@
+"""Search hot path at scale: edgemine (auto index and exact mode) against peers, same exclusions.
+
+Data: synthetic CLIP-like vectors (benchmarks/synthetic.py) with a planted rare cluster.
+Scenarios: 1, 10 and 50 examples; k results; 0%, 50% and 95% of the collection excluded
+(labeled). Half of the query sets mine the rare cluster, half start from random frames.
+Recall@k is against exact filtered ground truth (score = max cosine over the examples).
+
+    python benchmarks/bench_search.py --sizes 100k,1M --out bench-results/search
+
+Writes <out>/search-<size>.json and .md (and prints the Markdown tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic import clip_like
+
+from edgemine.bundle.layout import ModelInfo
+from edgemine.bundle.snapshot import load_current
+from edgemine.bundle.state import StateDB
+from edgemine.indexer.job import IndexOptions, ModelChoice, run_index
+from edgemine.indexer.sources import Source, SourceItem
+from edgemine.search.plan import parse_memory
+from edgemine.service.miner import Miner
+from edgemine.service.query import MineQuery
+from edgemine.service.runtime import Runtime
+
+
+def parse_size(text: str) -> int:
+    """Parse 100k / 1M / 10M."""
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def rss_bytes() -> int:
+    """Return the current resident set size."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    """Return the peak resident set size of this process."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def exact_max(embeddings: np.ndarray, examples: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+    """Ground truth: top-k rows by max cosine over examples among rows not excluded."""
+    score = (embeddings @ examples.T).max(axis=1)
+    score[excluded] = -np.inf
+    top = np.argpartition(-score, k)[:k]
+    return top[np.argsort(-score[top])]
+
+
+def bandwidth(embeddings: np.ndarray, repeats: int = 5) -> dict[str, float]:
+    """Measure read bandwidth as the best time of one GEMV pass over the embeddings."""
+    q = np.ones(embeddings.shape[1], np.float32)
+    best = min(_timed(lambda: embeddings @ q) for _ in range(repeats))
+    return {"gemv_pass_ms": round(best * 1e3, 2), "read_GBps": round(embeddings.nbytes / best / 1e9, 2)}
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def build_bundle(vectors: np.ndarray, bundle: Path, budget: int) -> tuple[float, dict[str, Any]]:
+    """Index the vectors as precomputed embeddings; return seconds and the manifest's index info."""
+    items = [SourceItem(f"img{i:08d}", None, f"v{i}") for i in range(len(vectors))]
+    source = Source("embeddings", bundle, items, [], vectors)
+    choice = ModelChoice(ModelInfo(identity="byo:bench", name="bench", pretrained="external"), None)
+    start = time.perf_counter()
+    run_index(source, bundle, choice, progress=False, options=IndexOptions("auto", budget))
+    seconds = time.perf_counter() - start
+    return seconds, load_current(bundle).manifest.index.model_dump()
+
+
+def query_sets(n: int, rare: np.ndarray, m: int, count: int, seed: int) -> list[np.ndarray]:
+    """Half the sets from the rare cluster, half random frames."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(count):
+        pool = rare if i % 2 == 0 and len(rare) >= m else np.arange(n)
+        sets.append(np.sort(rng.choice(pool, m, replace=False)))
+    return sets
+
+
+def summarize(times: list[float], recalls: list[float]) -> dict[str, float]:
+    """Return p50/p99 ms, queries/s and mean recall."""
+    arr = np.array(times) * 1e3
+    return {"p50_ms": round(float(np.percentile(arr, 50)), 3), "p99_ms": round(float(np.percentile(arr, 99)), 3),
+            "qps": round(float(1e3 / arr.mean()), 2), "recall": round(float(np.mean(recalls)), 4),
+            "queries": len(times)}
+
+
+def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]:
+    """Run every scenario at one collection size."""
+    out: dict[str, Any] = {"n": n, "d": args.dim, "k": args.k, "cpus": os.cpu_count()}
+    start = time.perf_counter()
+    vectors, rare = clip_like(n, args.dim, seed=args.seed)
+    out["generate_s"] = round(time.perf_counter() - start, 2)
+    out["bandwidth"] = bandwidth(vectors)
+    tmp = Path(tempfile.mkdtemp(prefix="edgemine-bench-", dir=args.tmp))
+    rss0 = rss_bytes()
+    build_s, index_info = build_bundle(vectors, tmp / "bundle", parse_memory(args.memory_budget))
+    runtime = Runtime(tmp / "bundle")
+    loaded = runtime.current()
+    ann: Miner = loaded.miner
+    exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
+    ids = loaded.snapshot.image_ids
+    out["edgemine"] = {"build_s": round(build_s, 2), "index": index_info,
+                       "rss_after_load_MB": round((rss_bytes() - rss0) / 2**20, 1)}
+    state = StateDB(tmp / "bundle" / "state.sqlite")
+    peers = []
+    for peer in peers_mod.make_peers(args.peers) if peers_mod else []:
+        before = rss_bytes()
+        t0 = time.perf_counter()
+        peer.build(vectors, tmp / peer.name)
+        mem = peer.memory_bytes()
+        out.setdefault("peers", {})[peer.name] = {
+            "build_s": round(time.perf_counter() - t0, 2), "notes": peer.notes,
+            "bytes_per_vector": round((mem if mem else rss_bytes() - before) / n, 1)}
+        peers.append(peer)
+    rng = np.random.default_rng(args.seed + 1)
+    order = rng.permutation(n)
+    results: list[dict[str, Any]] = []
+    labeled_so_far = 0
+    for frac in args.excluded:
+        target = int(frac * n)
+        newly = order[labeled_so_far:target]
+        if len(newly):
+            state.set_state([ids[i] for i in newly], "labeled")
+        labeled_so_far = max(labeled_so_far, target)
+        excluded = np.zeros(n, bool)
+        excluded[order[:labeled_so_far]] = True
+        for peer in peers:
+            peer.set_excluded(excluded)
+        for m in args.examples:
+            sets = query_sets(n, rare, m, args.query_sets, seed=args.seed + m)
+            truth = []
+            for rows in sets:
+                mask = excluded.copy()
+                mask[rows] = True
+                truth.append(exact_max(vectors, vectors[rows], mask, args.k))
+            methods: dict[str, Any] = {
+                "edgemine-auto": lambda rows: _mine(ann, ids, rows, args.k),
+                "edgemine-exact": lambda rows: _mine(exact, ids, rows, args.k),
+            }
+            for peer in peers:
+                methods[peer.name] = (lambda p: lambda rows: p.query(vectors[rows], args.k, rows))(peer)
+            for name, fn in methods.items():
+                times, recalls = [], []
+                budget_end = time.perf_counter() + args.seconds_per_scenario
+                for rows, gt in zip(sets, truth, strict=True):
+                    t0 = time.perf_counter()
+                    got = np.asarray(fn(rows))
+                    times.append(time.perf_counter() - t0)
+                    recalls.append(len(np.intersect1d(got[: args.k], gt)) / args.k)
+                    if time.perf_counter() > budget_end and len(times) >= 3:
+                        break
+                row = {"method": name, "examples": m, "excluded": frac, **summarize(times, recalls)}
+                results.append(row)
+                print(json.dumps(row), flush=True)
+    for peer in peers:
+        peer.close()
+    out["results"] = results
+    out["peak_rss_MB"] = round(peak_rss_bytes() / 2**20, 1)
+    return out
+
+
+def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int) -> list[int]:
+    result = miner.mine(MineQuery(positive_ids=[ids[r] for r in rows], k=k, strategy="max"))
+    return [int(c.image_id[3:]) for c in result.candidates]
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """Render one size's results as a Markdown table."""
+    base = {(r["examples"], r["excluded"]): r for r in res["results"] if r["method"] == "numpy"}
+    lines = [f"### n = {res['n']:,} x {res['d']}, k = {res['k']}",
+             "", f"Memory bandwidth: {res['bandwidth']['read_GBps']} GB/s (one pass over the "
+             f"embeddings: {res['bandwidth']['gemv_pass_ms']} ms). edgemine index: "
+             f"`{res['edgemine']['index']['factory']}`, params {res['edgemine']['index']['search_params']}, "
+             f"build {res['edgemine']['build_s']} s, {res['edgemine']['index']['bytes_per_vector']} B/vector. "
+             f"Peak RSS {res['peak_rss_MB']} MB.", "",
+             "| method | examples | excluded | p50 ms | p99 ms | QPS | recall@k | speed-up vs numpy (p50) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in res["results"]:
+        ref = base.get((r["examples"], r["excluded"]))
+        ratio = f"{ref['p50_ms'] / r['p50_ms']:.1f}x" if ref else ""
+        lines.append(f"| {r['method']} | {r['examples']} | {r['excluded']:.0%} | {r['p50_ms']} | {r['p99_ms']} | "
+                     f"{r['qps']} | {r['recall']} | {ratio} |")
+    if res.get("peers"):
+        lines += ["", "| peer | build s | bytes/vector | configuration |", "| --- | ---: | ---: | --- |"]
+        for name, p in res["peers"].items():
+            lines.append(f"| {name} | {p['build_s']} | {p['bytes_per_vector']} | {p['notes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """Parse arguments, run every size, write JSON and Markdown."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100k,1M", help="comma-separated; 10M for larger machines")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--examples", default="1,10,50")
+    parser.add_argument("--excluded", default="0,0.5,0.95")
+    parser.add_argument("--query-sets", type=int, default=20)
+    parser.add_argument("--seconds-per-scenario", type=float, default=30.0, help="cap for slow methods")
+    parser.add_argument("--peers", default="numpy,faiss-flat,hnswlib,qdrant,lancedb", help="'' for none")
+    parser.add_argument("--memory-budget", default="4G")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tmp", default=None, help="scratch directory (bundles, peer indexes)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/search"))
+    args = parser.parse_args()
+    args.examples = [int(x) for x in args.examples.split(",")]
+    args.excluded = [float(x) for x in args.excluded.split(",")]
+    args.peers = [p for p in args.peers.split(",") if p]
+    peers_mod = None
+    if args.peers:
+        import peers as peers_mod  # type: ignore[no-redef]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for size in args.sizes.split(","):
+        n = parse_size(size)
+        res = run_size(n, args, peers_mod)
+        (args.out / f"search-{size}.json").write_text(json.dumps(res, indent=2))
+        table = markdown(res)
+        (args.out / f"search-{size}.md").write_text(table)
+        print(table, flush=True)
+
+
+if __name__ == "__main__":
+    main()
