@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from edgemine import __version__
-from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine
+from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine, routes_ui
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
 from edgemine.service.config import Settings
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
         return response
 
     install_error_handlers(app)
-    for module in (routes_mine, routes_labels, routes_images, routes_health):
+    for module in (routes_mine, routes_labels, routes_images, routes_health, routes_ui):
         app.include_router(module.router)
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ class FilterError(ValueError):
     """A filter names an unknown column or a value of the wrong type."""
 
 
-def _coerce(value: Scalar, column: str, dtype: pa.DataType) -> pa.Scalar:
+def _coerce(value: Scalar, column: str, dtype: pa.DataType, op: str = "eq") -> pa.Scalar:
     try:
         if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
             if isinstance(value, bool) or not isinstance(value, str | int | float):
@@ -47,6 +48,11 @@ def _coerce(value: Scalar, column: str, dtype: pa.DataType) -> pa.Scalar:
         if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
             if isinstance(value, bool):
                 raise ValueError("expected a number")
+            if not math.isfinite(float(value)):
+                raise ValueError("expected a finite number")
+            if op in ("gt", "gte", "lt", "lte") and pa.types.is_integer(dtype) and not float(value).is_integer():
+                # A fractional bound on an integer column compares as a float (frame >= 1.5).
+                return pa.scalar(float(value), type=pa.float64())
             number = float(value) if pa.types.is_floating(dtype) else _as_int(value)
             return pa.scalar(number, type=dtype)
         if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
@@ -77,13 +83,14 @@ def _condition(column: pa.ChunkedArray, name: str, spec: FilterValue) -> pa.Chun
     for op, fn in ops.items():
         value = getattr(spec, op)
         if value is not None:
-            parts.append(fn(column, _coerce(value, name, dtype)))
+            parts.append(fn(column, _coerce(value, name, dtype, op)))
     for op, negate in (("in_", False), ("not_in", True)):
         values = getattr(spec, op)
         if values is not None:
             options = pa.array([_coerce(v, name, dtype).as_py() for v in values], type=dtype)
             hit = pc.is_in(column, value_set=options)
-            parts.append(pc.invert(hit) if negate else hit)
+            # is_in gives false (not null) for a null, so inverting it would let nulls through.
+            parts.append(pc.and_(pc.invert(hit), pc.is_valid(column)) if negate else hit)
     result = parts[0]
     for part in parts[1:]:
         result = pc.and_(result, part)

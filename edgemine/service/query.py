@@ -58,7 +58,7 @@ class MineQuery(BaseModel):
     dedup_threshold: float | None = Field(
         default=None, gt=0.0, le=1.0,
         description="Drop a candidate whose cosine similarity to a better one is >= this.")
-    min_score: float | None = None
+    min_score: float | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> MineQuery:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from edgemine.bundle.errors import BundleError, UnknownImageIds
@@ -16,8 +20,23 @@ from edgemine.service.miner import QueryError
 log = logging.getLogger("edgemine.service")
 
 
+def _finite(value: Any) -> Any:
+    # Python's JSON parser accepts NaN/Infinity; echoing them back in an error is not valid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that map library errors to status codes."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
 
     @app.exception_handler(UnknownImageIds)
     async def unknown_ids(_: Request, exc: UnknownImageIds) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from edgemine.service.api.deps import LoadedDep
@@ -34,7 +35,8 @@ async def mine_upload(
     try:
         parsed = MineQuery.model_validate_json(query)
     except ValidationError as exc:
-        raise HTTPException(422, detail=exc.errors(include_url=False, include_context=False)) from exc
+        # Through the app's validation handler, which also copes with NaN/Infinity in the input.
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
     uploads: list[Upload] = []
     for upload in files:
         data = await upload.read(MAX_UPLOAD_BYTES + 1)

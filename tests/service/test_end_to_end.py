@@ -1,0 +1,167 @@
+"""The real server (2 worker processes) and the real CLI, as subprocesses, over a BYO bundle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.mmap_dict import MmapedDict
+
+from edgemine.service import MineQuery
+from edgemine.service.runtime import Runtime
+
+Make = Callable[..., Any]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path, make_byo_bundle: Make) -> Iterator[tuple[str, Any]]:
+    built = make_byo_bundle(n=400, seed=17)
+    port = free_port()
+    log = (tmp_path / "server.log").open("wb")
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = child_env() | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(built.path), "--port", str(port),
+         "--workers", "2", "--log-level", "info"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n"
+                                     f"{(tmp_path / 'server.log').read_text()[-3000:]}")
+            # Ready when both workers finished their lifespan (each logs it) and one answers.
+            started = (tmp_path / "server.log").read_text(errors="replace").count("Application startup complete")
+            try:
+                if started >= 2 and httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready in 60 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base, built
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+            proc.wait(timeout=10)
+        log.close()
+
+
+def mine(base: str, **query: Any) -> list[str]:
+    # A fresh connection per request, so the kernel spreads them over both workers.
+    response = httpx.post(f"{base}/v1/mine", json=query, timeout=30)
+    assert response.status_code == 200, response.text
+    return [c["image_id"] for c in response.json()["candidates"]]
+
+
+def mines_per_worker(metrics_dir: Path) -> Counter[str]:
+    """How many /v1/mine calls each worker process has served (from its Prometheus multiprocess file)."""
+    served: Counter[str] = Counter()
+    for path in metrics_dir.glob("histogram_*.db"):
+        pid = path.stem.split("_", 1)[1]
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(path)):
+            if '"edgemine_mine_seconds_bucket"' in key:
+                served[pid] += int(value)
+    return served
+
+
+def mine_on_every_worker(base: str, metrics_dir: Path, check: Callable[[list[str]], None], **query: Any) -> None:
+    """Mine until each of the 2 workers has answered at least 3 times since now; check every answer."""
+    start = mines_per_worker(metrics_dir)
+    deadline = time.monotonic() + 60
+    attempt = 0
+    while time.monotonic() < deadline:
+        check(mine(base, **query))
+        done = mines_per_worker(metrics_dir) - start
+        attempt += 1
+        if attempt >= 8 and len(done) == 2 and min(done.values()) >= 3:
+            return
+    raise AssertionError(f"requests did not reach both workers: {mines_per_worker(metrics_dir)}")
+
+
+def test_multi_worker_server_respects_labels_and_batches(server: tuple[str, Any]) -> None:
+    base, built = server
+    metrics_dir = built.path.parent / "metrics"
+    health = httpx.get(f"{base}/v1/health").json()
+    assert health["bundle_version"] == 1 and health["model"] == "byo:test" and health["counts"]["images"] == 400
+
+    query = {"positive_ids": ["im0003", "im0150"], "k": 10, "strategy": "rrf"}
+    first = mine(base, **query)
+    assert len(first) == 10
+    response = httpx.post(f"{base}/v1/labels", json={"image_ids": [first[0]], "state": "labeled"})
+    assert response.status_code == 200 and response.json()["changed"] == 1
+
+    def without_labeled(again: list[str]) -> None:
+        assert first[0] not in again and again[:9] == first[1:] and len(again) == 10
+
+    mine_on_every_worker(base, metrics_dir, without_labeled, **query)
+
+    candidates = httpx.post(f"{base}/v1/mine", json=query).json()["candidates"]
+    batch = httpx.post(f"{base}/v1/batches", json={"name": "e2e", "items": candidates[:3], "query": query})
+    assert batch.status_code == 201, batch.text
+    queued = {c["image_id"] for c in candidates[:3]}
+
+    def without_queued(again: list[str]) -> None:
+        assert not queued & set(again) and first[0] not in again and len(again) == 10
+
+    mine_on_every_worker(base, metrics_dir, without_queued, **query)
+
+    counts = httpx.get(f"{base}/v1/health").json()["counts"]
+    assert counts == {"images": 400, "unlabeled": 396, "queued": 3, "labeled": 1}
+    metrics = httpx.get(f"{base}/metrics")
+    assert metrics.status_code == 200 and "edgemine_http_requests_total" in metrics.text
+    assert httpx.post(f"{base}/v1/mine", json={"texts": ["a dog"]}).status_code == 422
+    assert httpx.post(f"{base}/v1/mine", json={"positive_ids": ["ghost"]}).status_code == 404
+
+    # The library over the same bundle and state agrees with the server.
+    library = Runtime(built.path).current().miner.mine(MineQuery(**query))
+    assert [c.image_id for c in library.candidates] == mine(base, **query)
+
+
+def test_cli_mine_subprocess(tmp_path: Path, make_byo_bundle: Make) -> None:
+    built = make_byo_bundle(n=200, seed=23)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgemine.cli.main", "mine", "--bundle", str(built.path), "-p", "im0007", "-k", "5",
+         "--format", "jsonl"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert len(rows) == 5
+    library = Runtime(built.path).current().miner.mine(MineQuery(positive_ids=["im0007"], k=5))
+    for row, cand in zip(rows, library.candidates, strict=True):
+        assert row["image_id"] == cand.image_id and row["rank"] == cand.rank
+        assert row["score"] == pytest.approx(cand.score, abs=1e-6)
+        assert row["nearest_example_id"] == "im0007" and row["metadata"] == cand.metadata
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "edgemine.cli.main", "mine", "--bundle", str(tmp_path / "missing"), "-p", "x"],
+        cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "error:" in bad.stderr
