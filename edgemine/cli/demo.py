@@ -79,6 +79,7 @@ def demo(
         f"  mine over HTTP (paste into another terminal once the service is up):\n"
         f"    curl -s -X POST http://127.0.0.1:{port}/v1/mine -H 'content-type: application/json' "
         f"-d {shlex.quote(body)}\n"
+        f"  review page (examples, candidates, queue a batch): http://127.0.0.1:{port}/\n"
         f"  API docs: http://127.0.0.1:{port}/docs\n"
     )
     if serve_after:

@@ -1,0 +1,341 @@
+"""The review page: served by the service, and driven end to end in a real headless browser.
+
+The end-to-end test needs Debian's chromium (/usr/bin/chromium) and the `playwright` package (its
+Python API only; browsers are never downloaded). Without them it is skipped, unless
+EDGEMINE_REQUIRE_BROWSER=1 (CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from edgemine.service.api.routes_ui import static_dir
+from edgemine.service.app import create_app
+from edgemine.service.config import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMES_OF_DAY = ("day", "dusk", "night")
+SKY = {"day": (120, 170, 230), "dusk": (225, 130, 80), "night": (18, 22, 48)}
+N_IMAGES = 40
+
+
+# -- served assets ----------------------------------------------------------------------------------
+
+def test_page_and_static_assets_are_served(tmp_path: Path) -> None:
+    app = create_app(Settings(bundle=tmp_path / "no-bundle-needed"))
+    client = TestClient(app)  # no lifespan: the page and its assets do not touch the bundle
+
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "<title>edgemine" in html
+    assert '<script type="module" src="/static/app.js">' in html
+    assert 'href="/static/style.css"' in html
+
+    css = client.get("/static/style.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+    # Every JS module, and every module it imports, is served as JavaScript.
+    pending, seen = ["app.js"], set()
+    while pending:
+        name = pending.pop()
+        seen.add(name)
+        res = client.get(f"/static/{name}")
+        assert res.status_code == 200, name
+        assert "javascript" in res.headers["content-type"], (name, res.headers["content-type"])
+        pending += [m for m in re.findall(r'from\s+"\./([\w.-]+\.js)"', res.text) if m not in seen]
+    assert {"app.js", "api.js", "dom.js", "filters.js", "results.js"} <= seen
+
+    assert client.get("/static/missing.js").status_code == 404
+    # Not part of the HTTP API's schema.
+    paths = app.openapi()["paths"]
+    assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_static_files_make_no_external_requests() -> None:
+    files = sorted(p for p in static_dir().iterdir() if p.is_file())
+    assert {"index.html", "style.css", "app.js"} <= {p.name for p in files}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for url in re.findall(r"(?:https?:)?//[\w.-]+(?::\d+)?", text):
+            host = url.split("//", 1)[1].split(":")[0]
+            # `//` also starts JS comments ("// text"): only a host-like token counts.
+            if "." in host or host == "localhost":
+                assert host in ("localhost", "127.0.0.1"), f"{path.name} references another host: {url}"
+        assert "@import" not in text, path.name
+        for ref in re.findall(r"url\(([^)]*)\)", text):
+            assert ref.strip("'\" ").startswith("data:"), f"{path.name}: url({ref})"
+
+
+# -- end to end in a real browser -------------------------------------------------------------------
+
+def _require_browser() -> None:
+    missing = []
+    if not CHROMIUM.is_file():
+        missing.append(f"{CHROMIUM} is missing (apt-get install -y chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package is missing (pip install playwright; no browser download needed)")
+    if missing:
+        reason = "review page e2e needs a browser: " + "; ".join(missing)
+        if os.environ.get("EDGEMINE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"EDGEMINE_REQUIRE_BROWSER=1 but {reason}")
+        pytest.skip(reason)
+
+
+def _scene(time_of_day: str, rng: np.random.Generator) -> Image.Image:
+    """A tiny road scene: sky by time of day, a road, a few coloured boxes."""
+    im = Image.new("RGB", (160, 120), SKY[time_of_day])
+    draw = ImageDraw.Draw(im)
+    ground = (60, 62, 66) if time_of_day != "night" else (25, 26, 30)
+    draw.polygon([(0, 120), (160, 120), (100, 55), (60, 55)], fill=ground)
+    draw.rectangle((0, 55, 160, 58), fill=(70, 110, 60) if time_of_day == "day" else (35, 45, 35))
+    for _ in range(int(rng.integers(1, 4))):
+        x, y = int(rng.integers(10, 130)), int(rng.integers(62, 100))
+        colour = tuple(int(c) for c in rng.integers(40, 255, 3))
+        draw.rectangle((x, y, x + int(rng.integers(12, 28)), y + int(rng.integers(8, 16))), fill=colour)
+    if time_of_day == "night":
+        draw.ellipse((130, 10, 142, 22), fill=(230, 230, 200))
+    return im
+
+
+def build_bundle(root: Path, n: int = N_IMAGES, seed: int = 0) -> tuple[Path, list[str]]:
+    """Write n PNGs and a BYO-embeddings Parquet (random 16-d), and index them with the CLI."""
+    rng = np.random.default_rng(seed)
+    ids, paths, seqs, tods, frames = [], [], [], [], []
+    for i in range(n):
+        seq, tod = f"seq{i % 5:02d}", TIMES_OF_DAY[i % 3]
+        rel = f"images/{seq}/frame_{i:03d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _scene(tod, rng).save(root / rel)
+        ids.append(f"{seq}/frame_{i:03d}.png")
+        paths.append(rel)
+        seqs.append(seq)
+        tods.append(tod)
+        frames.append(i)
+    vectors = rng.standard_normal((n, 16)).astype(np.float32)
+    table = pa.table({
+        "image_id": ids,
+        "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
+        "path": paths,
+        "sequence_id": seqs,
+        "time_of_day": tods,
+        "frame": pa.array(frames, pa.int64()),
+    })
+    pq.write_table(table, root / "embeddings.parquet")
+    bundle = root / "bundle"
+    subprocess.run([sys.executable, "-m", "edgemine.cli.main", "index", "--embeddings",
+                    str(root / "embeddings.parquet"), "--bundle", str(bundle)],
+                   check=True, capture_output=True, cwd=root, timeout=120)
+    return bundle, ids
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    url: str
+    ids: list[str]
+    api: httpx.Client  # talks to the service directly (no proxy from the environment)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A real `edgemine serve` process on a small bundle with image files."""
+    _require_browser()
+    bundle, ids = build_bundle(tmp_path)
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
+         "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"edgemine serve exited {proc.returncode}:\n{(tmp_path / 'serve.log').read_text()}")
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"edgemine serve did not answer in 60 s:\n{(tmp_path / 'serve.log').read_text()}")
+            time.sleep(0.1)
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as api:
+            yield Served(url, ids, api)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_review_page_end_to_end(served: Served) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ids, api = served.url, served.ids, served.api
+    positives = [ids[0], ids[7]]
+    ARTIFACTS.mkdir(exist_ok=True)
+    # What the API itself returns for the query the page will send.
+    expected = api.post("/v1/mine", json={"positive_ids": positives, "k": 50}).json()["candidates"]
+    assert len(expected) == N_IMAGES - 2  # every other image is eligible and k=50 covers them
+
+    foreign: list[str] = []
+    js_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.set_default_timeout(10_000)
+            page.on("request", lambda r: None if r.url.startswith((url, "data:", "blob:")) else foreign.append(r.url))
+            page.on("pageerror", lambda e: js_errors.append(str(e)))
+            page.goto(url)
+            expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            expect(page.locator("#health")).to_contain_text(f"{N_IMAGES} images")
+
+            # Errors are explained: an empty query (422), then an unknown id (404 listing it).
+            page.click("#mine-btn")
+            expect(page.locator("#notice.error")).to_contain_text("empty query")
+            page.fill("#ids-input", "seq99/nope.png")
+            page.click("#ids-add")
+            page.click("#mine-btn")
+            expect(page.locator("#notice.error")).to_contain_text(
+                "Unknown image ID (not in this bundle): seq99/nope.png")
+            expect(page.locator(".example.unknown")).to_have_count(1)
+            page.click("#notice button:has-text('Remove unknown IDs')")
+            expect(page.locator(".example")).to_have_count(0)
+            # A filter value of the wrong type: the service's detail names the column.
+            page.click("#mine-filters .add-filter")
+            page.select_option("#mine-filters .f-col", "frame")
+            page.select_option("#mine-filters .f-op", "gte")
+            page.fill("#mine-filters .f-val", "soon")
+            page.fill("#ids-input", positives[0])
+            page.click("#ids-add")
+            page.click("#mine-btn")
+            expect(page.locator("#notice.error")).to_contain_text("filter on 'frame'")
+            page.click("#mine-filters .filter-row button")
+
+            # Pick the second example from the browsable, filterable list.
+            page.click(".tab[data-tab=browse]")
+            page.fill("#browse-contains", positives[1].split("/")[1])
+            expect(page.locator("#browse-list .tile")).to_have_count(1)
+            page.click(f"#browse-list .tile[data-id='{positives[1]}'] button.pos")
+            expect(page.locator(".example.pos")).to_have_count(2)
+
+            page.click("#mine-btn")
+            cards = page.locator("#grid .card")
+            expect(cards).to_have_count(len(expected))
+            expect(page.locator("#query-examples .chip")).to_have_count(2)
+            shown = page.locator("#grid .card .cid").all_inner_texts()
+            assert shown == [c["image_id"] for c in expected]
+            expect(cards.nth(0).locator(".nearest-id")).to_have_text(expected[0]["nearest_example_id"])
+            expect(cards.nth(0).locator("img").first).to_have_attribute("loading", "lazy")
+
+            # Keyboard review: reject the first, accept the second (focus advances after each).
+            cards.nth(0).locator(".info").click()
+            page.keyboard.press("x")
+            page.keyboard.press("a")
+            expect(cards.nth(0)).to_have_class(re.compile(r"\brejected\b"))
+            expect(cards.nth(1)).to_have_class(re.compile(r"\baccepted\b"))
+            expect(cards.nth(2)).to_have_class(re.compile(r"\bfocused\b"))
+            # Enlarge with metadata, then close.
+            page.keyboard.press("Enter")
+            expect(page.locator("#viewer")).to_be_visible()
+            expect(page.locator("#viewer-meta")).to_contain_text("time_of_day")
+            expect(page.locator("#viewer-meta")).to_contain_text(expected[2]["image_id"])
+            page.keyboard.press("Escape")
+            expect(page.locator("#viewer")).to_be_hidden()
+
+            # Select all, invert (nothing), select all again, unselect the rejected one, accept the rest.
+            page.click("#sel-all")
+            page.click("#sel-invert")
+            expect(page.locator("#grid .card.selected")).to_have_count(0)
+            page.click("#sel-all")
+            cards.nth(0).locator(".sel input").click()
+            page.click("#sel-accept")
+            expect(page.locator("#grid .card.accepted")).to_have_count(len(expected) - 1)
+            expect(page.locator("#counts")).to_contain_text(f"{len(expected) - 1} accepted")
+            page.screenshot(path=str(ARTIFACTS / "review-page.png"))
+
+            rejected = expected[0]["image_id"]
+            accepted = [c["image_id"] for c in expected[1:]]
+            page.fill("#batch-name", "e2e night crosswalk")
+            page.click("#queue-btn")
+            notice = page.locator("#notice.success")
+            expect(notice).to_contain_text(f"Queued {len(accepted)} images as batch “e2e night crosswalk”")
+            expect(notice).to_contain_text(f"none of the {len(accepted)} queued images appear in the new results")
+            # The re-run lists only what was not queued: the rejected candidate.
+            expect(cards).to_have_count(1)
+            expect(cards.nth(0).locator(".cid")).to_have_text(rejected)
+            expect(cards.nth(0)).to_have_class(re.compile(r"\brejected\b"))
+            batch_item = page.locator("#batch-list .batch").first
+            expect(batch_item).to_contain_text("e2e night crosswalk")
+            export_href = batch_item.locator("a.export-jsonl").get_attribute("href")
+            assert batch_item.locator("a.export-labelstudio").count() == 1
+            assert batch_item.locator("a.export-csv").count() == 1
+
+            # Layouts: a laptop and a wide monitor, without horizontal scrolling.
+            for width, height, min_cols in ((1366, 768, 4), (2560, 1440, 8)):
+                page.set_viewport_size({"width": width, "height": height})
+                cols = page.evaluate("getComputedStyle(document.querySelector('#grid')).gridTemplateColumns"
+                                     ".split(' ').length")
+                assert cols >= min_cols, (width, cols)
+                assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            page.set_viewport_size({"width": 1366, "height": 768})
+            page.screenshot(path=str(ARTIFACTS / "review-page-queued.png"))
+        finally:
+            browser.close()
+
+    assert not js_errors, js_errors
+    assert not foreign, f"the page requested other hosts: {foreign}"
+
+    # Through the API: exactly the accepted candidates are queued, with their provenance.
+    batches = api.get("/v1/batches").json()
+    assert [b["name"] for b in batches] == ["e2e night crosswalk"]
+    batch = api.get(f"/v1/batches/{batches[0]['batch_id']}").json()
+    by_id = {c["image_id"]: c for c in expected}
+    assert [i["image_id"] for i in batch["items"]] == accepted
+    assert rejected not in {i["image_id"] for i in batch["items"]}
+    for item in batch["items"]:
+        assert item["state"] == "queued"
+        assert item["score"] == pytest.approx(by_id[item["image_id"]]["score"])
+        assert item["nearest_example_id"] == by_id[item["image_id"]]["nearest_example_id"]
+    assert batch["query"]["positive_ids"] == positives
+    assert "offset" not in batch["query"]
+    counts = api.get("/v1/health").json()["counts"]
+    assert counts["queued"] == len(accepted)
+    assert export_href is not None
+    lines = api.get(export_href).text.splitlines()
+    assert sorted(json.loads(line)["image_id"] for line in lines) == sorted(accepted)
