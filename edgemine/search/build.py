@@ -21,6 +21,7 @@ class BuildStats:
     """How a build went."""
 
     train_size: int = 0
+    train_rows: npt.NDArray[np.int64] | None = None  # held out from tuning queries
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -64,7 +65,8 @@ def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPla
     if not index.is_trained:
         size = train_sample_size(n, plan.nlist or (ivf.nlist if ivf is not None else None))
         rng = np.random.default_rng(seed)
-        sample = np.ascontiguousarray(vectors[np.sort(rng.choice(n, size, replace=False))], np.float32)
+        stats.train_rows = np.sort(rng.choice(n, size, replace=False))
+        sample = np.ascontiguousarray(vectors[stats.train_rows], np.float32)
         stats.train_size = size
         if ivf is not None and ivf.quantizer.ntotal == 0 and size >= ivf.nlist:
             # Pre-filled quantizer: FAISS then trains only the codec (SQ/PQ) on the sample.
@@ -81,8 +83,11 @@ def add_vectors(index: Any, vectors: Vectors, vec_ids: npt.NDArray[np.int64]) ->
 
     ivf = ivf_of(index)
     centroids = None
-    if ivf is not None and isinstance(ivf.quantizer, faiss.IndexFlat) and index is ivf:
-        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+    # Fast-scan IVF packs codes in blocks: add_core would write unpacked codes (heap corruption).
+    bare_ivf = (ivf is not None and isinstance(index, faiss.IndexIVF)
+                and not isinstance(index, faiss.IndexIVFFastScan))
+    if bare_ivf and isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat):
+        centroids = np.ascontiguousarray(ivf.quantizer.reconstruct_n(0, ivf.nlist).T)
     for start in range(0, len(vectors), ADD_CHUNK):
         block = np.ascontiguousarray(vectors[start:start + ADD_CHUNK], np.float32)
         ids = np.ascontiguousarray(vec_ids[start:start + ADD_CHUNK], np.int64)

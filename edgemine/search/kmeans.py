@@ -14,20 +14,23 @@ from edgemine.models.vectors import Vectors, l2_normalize
 CHUNK = 65_536
 
 
-def assign(vectors: Vectors, centroids: Vectors, nprobe: int = 1) -> tuple[npt.NDArray[np.int64], Vectors]:
-    """Return the `nprobe` best lists (by inner product) and their scores for every vector."""
+def assign(vectors: Vectors, centroids_t: Vectors, nprobe: int = 1) -> tuple[npt.NDArray[np.int64], Vectors]:
+    """Return the `nprobe` best lists (by inner product) and their scores for every vector.
+
+    `centroids_t` is the transposed centroid matrix [d x K], C-contiguous (callers keep it:
+    transposing per call costs more than the product itself).
+    """
     n = len(vectors)
     ids = np.empty((n, nprobe), np.int64)
     sims = np.empty((n, nprobe), np.float32)
-    ct = np.ascontiguousarray(centroids.T)
+    ct = centroids_t
     for start in range(0, n, CHUNK):
         block = np.asarray(vectors[start:start + CHUNK], np.float32) @ ct
         if nprobe == 1:
             best = np.argmax(block, axis=1)[:, None]
         else:
+            # Unordered is fine: every probed list is scanned in full.
             best = np.argpartition(-block, nprobe - 1, axis=1)[:, :nprobe]
-            order = np.argsort(-np.take_along_axis(block, best, axis=1), axis=1)
-            best = np.take_along_axis(best, order, axis=1)
         ids[start:start + CHUNK] = best
         sims[start:start + CHUNK] = np.take_along_axis(block, best, axis=1)
     return ids, sims
@@ -40,7 +43,7 @@ def spherical_kmeans(sample: Vectors, k: int, iterations: int = 12, seed: int = 
         raise ValueError(f"need at least {k} training vectors, got {len(sample)}")
     centroids = np.array(sample[rng.choice(len(sample), k, replace=False)], np.float32)
     for _ in range(iterations):
-        labels = assign(sample, centroids)[0][:, 0]
+        labels = assign(sample, np.ascontiguousarray(centroids.T))[0][:, 0]
         counts = np.bincount(labels, minlength=k)
         order = np.argsort(labels, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

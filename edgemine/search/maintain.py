@@ -78,7 +78,9 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
                      train_size=stats.train_size, trained_on=n)
     if not plan.exact:
         searcher = Searcher(index, plan.kind, {}, vec_ids)
-        result = tune(searcher, embeddings, k=min(TUNE_K, max(1, n - 1)), target=TARGET_RECALL, seed=seed + 1)
+        held_out = stats.train_rows if stats.train_rows is not None and len(stats.train_rows) < n - 200 else None
+        result = tune(searcher, embeddings, k=min(TUNE_K, max(1, n - 1)), target=TARGET_RECALL,
+                      exclude_rows=held_out, seed=seed + 1)
         info.search_params = result.params
         info.tuned_k, info.recall_at_k, info.target_recall = result.k, round(result.recall, 4), TARGET_RECALL
         info.p50_ms, info.p99_ms = round(result.p50_ms, 3), round(result.p99_ms, 3)

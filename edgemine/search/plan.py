@@ -40,7 +40,7 @@ class IndexPlan:
 
 def parse_memory(text: str) -> int:
     """Parse a size like '4G', '512M', '1.5GiB' or a byte count."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)(i?b)?\s*", text.lower())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b)?\s*", text.lower())
     if not match:
         raise ValueError(f"cannot parse memory size {text!r}; use e.g. 4G, 512M or 2.5GiB")
     scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[match.group(2)]

@@ -19,6 +19,7 @@ from edgemine.search.build import ivf_of
 from edgemine.search.kmeans import assign
 
 Rows = npt.NDArray[np.int64]
+Found = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
 # Below these eligible fractions a filtered ANN walk costs more than exact search of the subset.
 MIN_FRACTION = {"ivf": 0.02, "hnsw": 0.1}
 MAX_EF = 4096
@@ -39,12 +40,20 @@ class Searcher:
         self.row_of_vec = np.full(size, -1, np.int64)
         self.row_of_vec[vec_ids] = np.arange(self.n)
         self.ivf = ivf_of(index) if kind == "ivf" else None
-        self.centroids: Vectors | None = None
+        import faiss as _faiss
+
+        # Distances comparable across queries and lists (float or 8-bit codes): candidates can be
+        # pre-ranked on them. PQ distances are too coarse for that; those are all re-scored.
+        self.reliable_distances = isinstance(
+            index, _faiss.IndexIVFScalarQuantizer | _faiss.IndexIVFFlat | _faiss.IndexIDMap2)
+        self.centroids: Vectors | None = None  # transposed: [d x nlist]
         if self.ivf is not None:
             faiss: Any = importlib.import_module("faiss")
 
-            if isinstance(self.ivf.quantizer, faiss.IndexFlat) and self.ivf is index:
-                self.centroids = self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist)
+            # Only a bare IVF (no pre-transform or id map around it) can take our assignments.
+            flat_quantizer = isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)
+            if flat_quantizer and isinstance(index, faiss.IndexIVF):
+                self.centroids = np.ascontiguousarray(self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist).T)
 
     @property
     def exact(self) -> bool:
@@ -63,8 +72,12 @@ class Searcher:
         return faiss.IDSelectorBitmap(packed), packed
 
     def candidates(self, queries: Vectors, depth: int, eligible: npt.NDArray[np.bool_],
-                   eligible_count: int | None = None) -> Rows | None:
-        """Return eligible candidate rows for all queries (one call), or None for exact search."""
+                   eligible_count: int | None = None, keep: int | None = None) -> Rows | None:
+        """Return eligible candidate rows for all queries (one call), or None for exact search.
+
+        With `keep`, only the `keep` rows with the best approximate score (max over queries) are
+        returned: re-scoring them exactly then costs a few hundred rows, not queries x depth.
+        """
         if self.exact or self.n == 0:
             return None
         count = int(eligible.sum()) if eligible_count is None else eligible_count
@@ -75,16 +88,24 @@ class Searcher:
         queries = np.ascontiguousarray(queries, np.float32)
         sel, _keep = self._selector(eligible)
         if self.kind == "ivf":
-            labels = self._search_ivf(queries, fetch, fraction, sel)
+            found_ = self._search_ivf(queries, fetch, fraction, sel)
         else:
-            labels = self._search_hnsw(queries, fetch, fraction, sel)
-        if labels is None:
+            found_ = self._search_hnsw(queries, fetch, fraction, sel)
+        if found_ is None:
             return None
-        found = np.unique(labels[labels >= 0])
+        dist, labels = found_
+        valid = labels >= 0
+        if keep is not None and len(queries) > 1 and self.reliable_distances:
+            flat_labels, flat_dist = labels[valid], dist[valid]
+            order = np.argsort(-flat_dist, kind="stable")
+            ranked, first = np.unique(flat_labels[order], return_index=True)
+            found = ranked[np.argsort(first)][: int(keep * self.params.get("rerank_factor", 1.0))]
+        else:
+            found = np.unique(labels[valid])
         rows = self.row_of_vec[found]
         return rows[rows >= 0]
 
-    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> npt.NDArray[np.int64] | None:
+    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
         assert self.ivf is not None
@@ -96,8 +117,8 @@ class Searcher:
         params.nprobe = nprobe
         params.sel = sel
         if self.centroids is None:
-            _, labels = self.index.search(queries, fetch, params=params)
-            return np.asarray(labels)
+            dist, labels = self.index.search(queries, fetch, params=params)
+            return np.asarray(dist), np.asarray(labels)
         lists, coarse = assign(queries, self.centroids, nprobe)
         n = len(queries)
         dist = np.empty((n, fetch), np.float32)
@@ -105,14 +126,14 @@ class Searcher:
         self.ivf.search_preassigned_c(n, faiss.swig_ptr(queries), fetch, faiss.swig_ptr(lists),
                                       faiss.swig_ptr(coarse), faiss.swig_ptr(dist),
                                       faiss.swig_ptr(labels), False, params, None)
-        return labels
+        return dist, labels
 
-    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> npt.NDArray[np.int64] | None:
+    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
         ef = int(min(MAX_EF, max(fetch, self.params.get("efSearch", 64)) / fraction))
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
         params.sel = sel
-        _, labels = self.index.search(queries, fetch, params=params)
-        return np.asarray(labels)
+        dist, labels = self.index.search(queries, fetch, params=params)
+        return np.asarray(dist), np.asarray(labels)

@@ -18,7 +18,7 @@ from edgemine.search.searcher import Searcher
 
 IVF_GRID = [4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 HNSW_GRID = [64, 96, 128, 192, 256, 384, 512, 768, 1024]
-RERANK_GRID = [1.5, 3.0, 6.0]
+RERANK_GRID = [1.5, 3.0, 6.0, 12.0]
 
 
 @dataclass

@@ -132,7 +132,7 @@ class Miner:
             # falls back to exact search: k results whenever k are eligible.
             if len(local) >= wanted or space is None or len(space) >= count:
                 break
-            space = np.flatnonzero(eligible) if count < len(eligible) // 2 else None
+            space = np.flatnonzero(eligible) if count < len(eligible) // 4 else None
         page = local[query.offset:wanted]
         search_done = time.perf_counter()
 
@@ -170,10 +170,13 @@ class Miner:
                 per_query = depth if query.strategy == "rrf" else wanted * (2 if has_neg else 1)
             if query.max_per_group or query.dedup_threshold:
                 per_query *= 4
-            rows = self.searcher.candidates(queries, per_query, eligible, count)
+            # The max rule can be pre-ranked on approximate scores; rrf needs every list whole.
+            keep = None if query.strategy == "rrf" else per_query
+            rows = self.searcher.candidates(queries, per_query, eligible, count, keep)
             if rows is not None:
                 return np.sort(rows)
-        if count < n // 2:
+        # Gathering the eligible rows costs ~2 bytes moved per byte kept; a full pass costs n.
+        if count < n // 4:
             return np.flatnonzero(eligible)
         return None
 
