@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-FLAT_MAX = 200_000
+FLAT_MAX = 50_000
 GRAPH_QUANTIZER_MIN = 4_000_000
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3
 IndexKind = Literal["flat", "ivf", "hnsw", "other"]
