@@ -81,11 +81,12 @@ def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float
     grid = IVF_GRID if searcher.kind == "ivf" else HNSW_GRID
     key = "nprobe" if searcher.kind == "ivf" else "efSearch"
     nlist = searcher.ivf.nlist if searcher.ivf is not None else None
+    if nlist is not None:
+        # Beyond nlist/2 the searcher goes exact; a tiny nlist (< 8) still gets one setting.
+        grid = [v for v in grid if v <= nlist // 2] or [max(1, nlist // 2)]
     best: TuneResult | None = None
     for rerank in RERANK_GRID:
         for value in grid:
-            if nlist is not None and value > nlist // 2:
-                break
             searcher.params = {key: float(value), "rerank_factor": rerank}
             recall, times = measure(searcher, embeddings, queries, qrows, truth, k)
             result = TuneResult(dict(searcher.params), recall, k, float(np.percentile(times, 50)),

@@ -1,0 +1,165 @@
+"""Build-time tuning to a target recall, and what a tuned bundle records in its manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgemine.search import build as build_mod
+from edgemine.search import maintain
+from edgemine.search import tune as tune_mod
+from edgemine.search.build import build_index
+from edgemine.search.plan import choose_index
+from edgemine.search.searcher import Searcher
+from edgemine.search.tune import IVF_GRID, measure, tune
+
+N, D = 6000, 32
+
+
+@pytest.fixture(scope="module")
+def data(kit: Any) -> np.ndarray:
+    return kit.clustered(N, D, clusters=48, spread=0.17, seed=8)
+
+
+@pytest.fixture(scope="module")
+def ivf(data: np.ndarray) -> Any:
+    index, _ = build_index(data, np.arange(N, dtype=np.int64), choose_index(N, D, forced="IVF64,SQ8"))
+    return index
+
+
+def spy_queries(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """Capture the query rows tune measures (the rows whose exact top-k is computed)."""
+    seen: list[np.ndarray] = []
+    real = tune_mod.exact_topk
+
+    def spy(embeddings: Any, queries: Any, qrows: np.ndarray, k: int) -> Any:
+        seen.append(np.array(qrows))
+        return real(embeddings, queries, qrows, k)
+
+    monkeypatch.setattr(tune_mod, "exact_topk", spy)
+    return seen
+
+
+def test_tune_reaches_the_target_with_the_cheapest_probe(ivf: Any, data: np.ndarray) -> None:
+    searcher = Searcher(ivf, "ivf", {}, np.arange(N, dtype=np.int64))
+    result = tune(searcher, data, k=50, target=0.95, n_queries=100)
+    assert result.met_target and result.recall >= 0.95
+    assert set(result.params) == {"nprobe", "rerank_factor"}
+    assert searcher.params == result.params  # the searcher is left tuned
+    assert result.k == 50 and result.queries == 100
+    assert 0 < result.p50_ms <= result.p99_ms
+    nprobe = result.params["nprobe"]
+    assert nprobe in IVF_GRID and nprobe <= 32  # at most nlist/2: beyond that exact search wins
+    # Cheapest for its re-ranking factor: the grid step below misses the target.
+    rng = np.random.default_rng(2)
+    qrows = np.sort(rng.choice(N, 100, replace=False))
+    truth = tune_mod.exact_topk(data, data[qrows], qrows, 50)
+    position = IVF_GRID.index(nprobe)
+    if position:
+        searcher.params = {"nprobe": float(IVF_GRID[position - 1]), "rerank_factor": result.params["rerank_factor"]}
+        assert measure(searcher, data, data[qrows], qrows, truth, 50)[0] < 0.95
+    # And nprobe=1 would be far off the target on this data (tuning matters).
+    searcher.params = {"nprobe": 1.0, "rerank_factor": 1.5}
+    assert measure(searcher, data, data[qrows], qrows, truth, 50)[0] < 0.9
+
+
+def test_tune_hnsw(data: np.ndarray) -> None:
+    vec_ids = np.arange(N, dtype=np.int64) + 10_000
+    index, _ = build_index(data, vec_ids, choose_index(N, D, forced="HNSW16,Flat"))
+    result = tune(Searcher(index, "hnsw", {}, vec_ids), data, k=50, n_queries=60)
+    assert result.met_target and result.recall >= 0.95 and set(result.params) == {"efSearch", "rerank_factor"}
+    assert 0 < result.p50_ms <= result.p99_ms
+
+
+def test_unreachable_target_keeps_the_best_recall(ivf: Any, data: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_queries(monkeypatch)
+    searcher = Searcher(ivf, "ivf", {}, np.arange(N, dtype=np.int64))
+    result = tune(searcher, data, k=20, target=1.01, n_queries=40)
+    assert not result.met_target and 0.95 <= result.recall <= 1.0
+    assert searcher.params == result.params
+    # The best recall of the grid: nothing probed further does better.
+    qrows = seen[0]
+    truth = tune_mod.exact_topk(data, data[qrows], qrows, 20)
+    searcher.params = {"nprobe": 32.0, "rerank_factor": 12.0}
+    assert measure(searcher, data, data[qrows], qrows, truth, 20)[0] <= result.recall
+
+
+def test_exact_searcher_needs_no_tuning(data: np.ndarray) -> None:
+    index, _ = build_index(data, np.arange(N, dtype=np.int64), choose_index(N, D, forced="flat"))
+    result = tune(Searcher(index, "flat", {}, np.arange(N, dtype=np.int64)), data, k=10)
+    assert result.params == {} and result.recall == 1.0 and result.met_target
+
+
+def test_held_out_queries_exclude_the_given_rows(ivf: Any, data: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = spy_queries(monkeypatch)
+    searcher = Searcher(ivf, "ivf", {}, np.arange(N, dtype=np.int64))
+    training = np.random.default_rng(0).choice(N, N - 300, replace=False)
+    result = tune(searcher, data, k=20, n_queries=100, exclude_rows=training)
+    assert seen and all(len(np.intersect1d(q, training)) == 0 for q in seen)
+    assert result.queries == 100 and len(seen[0]) == 100
+    # Fewer rows left than queries asked: all of them are used, still none from training.
+    seen.clear()
+    result = tune(searcher, data, k=20, n_queries=500, exclude_rows=training)
+    assert result.queries == 300 and len(np.intersect1d(seen[0], training)) == 0
+
+
+def test_make_index_tunes_on_rows_outside_the_training_sample(kit: Any, data: np.ndarray,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest's recall is measured on held-out queries (when the sample leaves enough out)."""
+    monkeypatch.setattr(build_mod, "train_sample_size", lambda n, nlist: 2000)
+    trained: list[np.ndarray] = []
+    real_kmeans = build_mod.spherical_kmeans
+
+    def spy_kmeans(sample: np.ndarray, k: int, **kw: Any) -> Any:
+        trained.append(np.array(sample))
+        return real_kmeans(sample, k, **kw)
+
+    monkeypatch.setattr(build_mod, "spherical_kmeans", spy_kmeans)
+    seen = spy_queries(monkeypatch)
+    _, info = maintain.make_index(data, np.arange(N, dtype=np.int64), spec="IVF64,SQ8")
+    assert info.train_size == 2000 and len(trained) == 1
+    by_bytes = {row.tobytes(): i for i, row in enumerate(data)}
+    training_rows = np.array([by_bytes[v.tobytes()] for v in trained[0]])
+    assert len(np.unique(training_rows)) == 2000
+    assert seen and len(np.intersect1d(seen[0], training_rows)) == 0
+    assert info.recall_at_k is not None and info.recall_at_k >= 0.95
+
+
+def test_manifest_of_a_forced_ivf_bundle(kit: Any, data: np.ndarray, tmp_path: Path) -> None:
+    bundle = kit.index_bundle(tmp_path / "bundle", kit.ids_for(N), data, "IVF64,SQ8")
+    info = bundle.snapshot().manifest.index
+    assert info.type == "ivf" and info.factory == "IVF64,SQ8" and info.nlist == 64 and info.reason == "forced"
+    assert set(info.search_params) == {"nprobe", "rerank_factor"} and info.search_params["nprobe"] <= 32
+    assert info.tuned_k == 100 and info.target_recall == 0.95
+    assert info.recall_at_k is not None and info.recall_at_k >= 0.95
+    assert info.p50_ms is not None and info.p99_ms is not None and 0 < info.p50_ms <= info.p99_ms
+    assert info.build_seconds > 0 and info.train_size == N and info.trained_on == N
+    # SQ8: one byte a dimension plus the id, far below the 4 * d bytes of float32.
+    assert D <= info.bytes_per_vector < 4 * D
+    # ... and the same is written to the version's manifest.json.
+    on_disk = json.loads((bundle.snapshot().dir / "manifest.json").read_text())["index"]
+    for key in ("type", "factory", "nlist", "search_params", "recall_at_k", "p50_ms", "p99_ms",
+                "bytes_per_vector", "build_seconds", "train_size", "trained_on"):
+        assert on_disk[key] == getattr(info, key), key
+
+
+def test_manifest_of_a_flat_bundle(kit: Any, tmp_path: Path) -> None:
+    X = kit.clustered(500, 16, clusters=8, seed=1)
+    info = kit.index_bundle(tmp_path / "flat", kit.ids_for(500), X, "auto").snapshot().manifest.index
+    assert info.type == "flat" and info.factory == "IDMap2,Flat" and info.search_params == {}
+    assert info.recall_at_k is None and info.train_size == 0
+
+
+@pytest.mark.parametrize("nlist", [1, 2, 4, 6])
+def test_tiny_nlist_still_tunes(kit: Any, nlist: int) -> None:
+    """nlist < 8 leaves no grid value <= nlist/2: tuning must still pick a setting, not crash."""
+    X = kit.clustered(400, 16, clusters=6, seed=3)
+    vec_ids = np.arange(400, dtype=np.int64)
+    index, _ = build_index(X, vec_ids, choose_index(400, 16, forced=f"IVF{nlist},Flat"))
+    searcher = Searcher(index, "ivf", {}, vec_ids)
+    result = tune(searcher, X, k=20, n_queries=30)
+    assert result.params["nprobe"] == max(1, nlist // 2) and result.met_target and result.recall == 1.0
