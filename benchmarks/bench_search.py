@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -134,6 +135,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
             "build_s": round(time.perf_counter() - t0, 2), "notes": peer.notes,
             "bytes_per_vector": round((mem if mem else rss_bytes() - before) / n, 1)}
         peers.append(peer)
+    default_threads = faiss.omp_get_max_threads()
     rng = np.random.default_rng(args.seed + 1)
     order = rng.permutation(n)
     results: list[dict[str, Any]] = []
@@ -162,6 +164,11 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
             for peer in peers:
                 methods[peer.name] = (lambda p: lambda rows: p.query(vectors[rows], args.k, rows))(peer)
             for name, fn in methods.items():
+                # edgemine runs FAISS single-threaded, as the service does (its default); peers keep
+                # their libraries' defaults.
+                faiss.omp_set_num_threads(1 if name.startswith("edgemine") else default_threads)
+                for rows in sets[:2]:  # warm-up: mapped pages and lazily built structures
+                    fn(rows)
                 times, recalls = [], []
                 budget_end = time.perf_counter() + args.seconds_per_scenario
                 for rows, gt in zip(sets, truth, strict=True):
@@ -176,6 +183,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
                 print(json.dumps(row), flush=True)
     for peer in peers:
         peer.close()
+    faiss.omp_set_num_threads(default_threads)
     out["results"] = results
     out["peak_rss_MB"] = round(peak_rss_bytes() / 2**20, 1)
     return out

@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import faiss
+
+        faiss.omp_set_num_threads(settings.faiss_threads)
         kwargs = {"loader": loader} if loader is not None else {}
         app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,
                                     public_url=settings.public_url, **kwargs)

@@ -19,3 +19,7 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="Absolute base URL for image links in exports.")
     thumbnail_max: int = Field(default=1024, ge=16, le=4096)
     cors_origins: list[str] = Field(default_factory=list)
+    faiss_threads: int = Field(
+        default=1, ge=1, le=256,
+        description="OpenMP threads per FAISS search; requests already run in parallel across threads and "
+                    "workers, and a query's few examples gain nothing from more (measured: only overhead).")
