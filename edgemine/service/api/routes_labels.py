@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgemine.service.api.deps import LoadedDep, SettingsDep, StateDep
@@ -58,10 +58,13 @@ def get_one(batch_id: str, loaded: LoadedDep, state: StateDep, settings: Setting
 
 
 @router.get("/batches/{batch_id}/export")
-def export(batch_id: str, loaded: LoadedDep, state: StateDep, settings: SettingsDep,
+def export(batch_id: str, request: Request, loaded: LoadedDep, state: StateDep, settings: SettingsDep,
            format: ExportFormat = "jsonl") -> Response:
-    """Export a batch as JSONL, CSV or a Label Studio task import file."""
-    batch = get_batch(state, loaded.snapshot, batch_id, settings.public_url)
+    """Export a batch as JSONL, CSV or a Label Studio task import file (absolute image URLs)."""
+    # Labeling tools fetch images from elsewhere: links must be absolute, so without a configured
+    # public URL use the address this request reached us at.
+    base = settings.public_url or str(request.base_url)
+    batch = get_batch(state, loaded.snapshot, batch_id, base)
     body, media = export_batch(batch, format)
     suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "labelstudio.json"}[format]
     return Response(body, media_type=media, headers={
