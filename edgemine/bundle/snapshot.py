@@ -95,7 +95,8 @@ def load_version(paths: BundlePaths, version: int) -> Snapshot:
     vdir = paths.version_dir(version)
     manifest = read_manifest(vdir)
     try:
-        catalog = pq.read_table(vdir / CATALOG)
+        # One chunk per column: `take` on a many-chunk table costs milliseconds per query.
+        catalog = pq.read_table(vdir / CATALOG).combine_chunks()
         # A plain ndarray view of the map: numpy's memmap subclass slows every matmul down.
         embeddings = np.asarray(np.load(vdir / EMBEDDINGS, mmap_mode="r"))
     except (OSError, ValueError) as exc:

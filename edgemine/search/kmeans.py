@@ -30,7 +30,8 @@ def assign(vectors: Vectors, centroids_t: Vectors, nprobe: int = 1) -> tuple[npt
             best = np.argmax(block, axis=1)[:, None]
         else:
             # Unordered is fine: every probed list is scanned in full.
-            best = np.argpartition(-block, nprobe - 1, axis=1)[:, :nprobe]
+            k = block.shape[1]
+            best = np.argpartition(block, k - nprobe, axis=1)[:, k - nprobe:]
         ids[start:start + CHUNK] = best
         sims[start:start + CHUNK] = np.take_along_axis(block, best, axis=1)
     return ids, sims

@@ -142,7 +142,8 @@ class Miner:
                                          or available > wanted or count > wanted)
         return MineResult(
             candidates=candidates,
-            eligible=available,
+            # Over ANN candidates `available` counts only the candidates: report the eligible rows.
+            eligible=count if query.min_score is None else available,
             offset=query.offset,
             next_offset=wanted if more else None,
             bundle_version=snap.version,
