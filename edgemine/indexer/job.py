@@ -80,8 +80,10 @@ class IndexReport:
 def _exclusive(paths: BundlePaths) -> Iterator[None]:
     with paths.lock.open("a") as fh:
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
+            # A POSIX record lock, not flock: flock is shared with forked decode workers, which
+            # outlive a killed indexer by seconds and would block the resuming run.
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
             raise BundleError(f"another indexer is writing {paths.root} (lock {paths.lock})") from exc
         yield
 

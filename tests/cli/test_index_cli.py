@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,16 +81,23 @@ def test_lock_refuses_a_second_indexer(tmp_path: Path, image_tree: tuple[Path, l
     root, _ = image_tree
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    with (bundle / ".indexer.lock").open("a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # The indexer takes a POSIX record lock (per process), so the holder must be another process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+         str(bundle / ".indexer.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(BundleError, match="another indexer"):
             run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False)
         result = invoke("index", str(root), "--bundle", str(bundle), "--model", "edgemine-tiny",
                         "--pretrained", "none", "--workers", "0", "--no-progress")
         assert_one_line_error(result, "another indexer")
-        fcntl.flock(held, fcntl.LOCK_UN)
+    finally:
+        holder.kill()
+        holder.wait()
     assert not (bundle / "CURRENT").exists()
-    # released: the next run proceeds
+    # released when the holder died: the next run proceeds
     assert run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False).version == 1
 
 

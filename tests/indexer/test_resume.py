@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -126,13 +127,19 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, make_images: Callable[..., 
             time.sleep(0.02)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # Only the main process, as `kill -9 PID` does: its decode worker outlives it for a
+            # few seconds and must not block the resuming run (it once held the lock).
+            os.kill(proc.pid, signal.SIGKILL)
         _, err = proc.communicate(timeout=30)
     assert rows >= 16, f"journal reached only {rows} rows (rc={proc.returncode}): {err.decode()[-2000:]}"
     assert proc.returncode == -signal.SIGKILL, "the indexer finished before it could be killed"
     assert not (bundle / "CURRENT").exists()
 
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the orphaned worker, if still there
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["resumed_from_journal"] >= 16
