@@ -125,16 +125,6 @@ def load_current(root: Path) -> Snapshot:
     return load_version(paths, version)
 
 
-def build_flat_index(vectors: Vectors, vec_ids: np.ndarray) -> Any:
-    """Build an exact inner-product index keyed by stable vector ids."""
-    import faiss
-
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(int(vectors.shape[1])))
-    if len(vectors):
-        index.add_with_ids(np.ascontiguousarray(vectors), vec_ids.astype(np.int64))
-    return index
-
-
 def publish_version(paths: BundlePaths, manifest: Manifest, catalog: pa.Table,
                     embeddings: Vectors, index: Any) -> Path:
     """Write a complete version to a temporary directory, then publish it atomically.
@@ -176,16 +166,6 @@ def _collect_garbage(paths: BundlePaths, current: int) -> None:
         stale = name.startswith("v") and name[1:].isdigit() and int(name[1:]) <= current - KEEP_VERSIONS
         if name.endswith(".partial") or stale:
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def empty_catalog() -> pa.Table:
-    """Return a catalog table with only the reserved columns and no rows."""
-    return pa.table({
-        "vec_id": pa.array([], pa.int64()),
-        "image_id": pa.array([], pa.string()),
-        "path": pa.array([], pa.string()),
-        "fingerprint": pa.array([], pa.string()),
-    })
 
 
 def check_writable(paths: BundlePaths) -> None:

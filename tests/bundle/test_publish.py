@@ -12,7 +12,9 @@ import pytest
 
 from edgemine.bundle import FORMAT_VERSION, BundleError, BundlePaths, load_current
 from edgemine.bundle.layout import Counts, Manifest, ModelInfo
-from edgemine.bundle.snapshot import build_flat_index, publish_version
+from edgemine.bundle.snapshot import publish_version
+from edgemine.search.build import build_index
+from edgemine.search.plan import choose_index
 
 DIM = 4
 FILES = {"manifest.json", "catalog.parquet", "embeddings.npy", "index.faiss"}
@@ -26,7 +28,8 @@ def publish(root: Path, version: int, n: int = 3) -> Path:
     manifest = Manifest(version=version, model=ModelInfo(identity="m/1", name="m", pretrained="none"),
                         dim=DIM, counts=Counts(images=n), next_vec_id=int(vec_ids.max()) + 1,
                         created_at="t", updated_at="t", edgemine_version="")
-    return publish_version(BundlePaths(root), manifest, catalog, vectors, build_flat_index(vectors, vec_ids))
+    index, _ = build_index(vectors, vec_ids, choose_index(*vectors.shape, forced="flat"))
+    return publish_version(BundlePaths(root), manifest, catalog, vectors, index)
 
 
 def listing(root: Path) -> list[str]:
