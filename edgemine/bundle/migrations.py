@@ -101,6 +101,13 @@ def utc_timestamps_with_z(db: sqlite3.Connection) -> None:
                    f"WHERE {column} LIKE '%+00:00'")
 
 
+
+@migration
+def bundle_notes(db: sqlite3.Connection) -> None:
+    """4: a key-value table for the indexer's bookkeeping (which version the images table mirrors)."""
+    db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 LATEST = len(MIGRATIONS)
 
 

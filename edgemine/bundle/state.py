@@ -174,13 +174,15 @@ class StateDB:
         """Yield a connection inside one read transaction: a consistent view, no write lock."""
         try:
             db = self._reader()
+            outer = not db.in_transaction  # a read inside a read shares its transaction
             try:
-                db.execute("BEGIN")
+                if outer:
+                    db.execute("BEGIN")
                 yield db
             finally:
-                if db.in_transaction:
+                if outer and db.in_transaction:
                     db.execute("COMMIT")
-                if not self.writable:
+                if outer and not self.writable:
                     db.close()
         except sqlite3.OperationalError as exc:
             translated = self._translate(exc)

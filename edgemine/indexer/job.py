@@ -275,7 +275,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
             catalog.sort_by("vec_id").equals(prev.catalog.sort_by("vec_id")):
         # Nothing to publish, but the images table may still be out of step with the served
         # version (a run killed after its flip): repair it.
-        _sync_state(state, prev.catalog, labeled, report, publish=None)
+        _sync_state(state, prev.catalog, prev.version, labeled, report, publish=None)
         return None
     now = utc_now()
     meta_cols = [c for c in catalog.column_names if c not in ("vec_id", "image_id", "path",
@@ -307,14 +307,18 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
         changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
         new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))))
-    _sync_state(state, catalog, labeled, report,
+    _sync_state(state, catalog, manifest.version, labeled, report,
                 publish=lambda: publish_version(paths, manifest, catalog, embeddings, index))
     return manifest.version
 
 
-def _sync_state(state: StateDB, catalog: pa.Table, labeled: list[str], report: IndexReport,
-                publish: Callable[[], object] | None) -> None:
+def _sync_state(state: StateDB, catalog: pa.Table, version: int, labeled: list[str],
+                report: IndexReport, publish: Callable[[], object] | None) -> None:
     """Make the images table match `catalog`, publishing it (if given) between the two steps."""
+    if publish is None and images_sync.in_step(state, version, catalog.num_rows):
+        images_sync.label_from_source(state, labeled)
+        return
+    images_sync.mark_synced(state, None)
     plan = images_sync.plan_sync(state, images_sync.catalog_rows(catalog))
     # Rows first: once CURRENT names the version, every image it serves can be labeled.
     report.state_upserted = images_sync.apply_upserts(state, plan.upserts)
@@ -324,6 +328,7 @@ def _sync_state(state: StateDB, catalog: pa.Table, labeled: list[str], report: I
     # Deletions last: until the flip the served version still holds these images. A crash
     # before this line leaves orphans that the next run's plan deletes.
     report.state_deleted = images_sync.apply_deletes(state, plan.deletes)
+    images_sync.mark_synced(state, version)
 
 
 def _write_report(paths: BundlePaths, report: IndexReport) -> Path:

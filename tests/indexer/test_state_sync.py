@@ -212,3 +212,26 @@ def test_failures_are_cleared_once_indexed(tmp_path: Path, image_tree: tuple[Pat
     index(root, bundle, fake_model)
     with sqlite3.connect(bundle / "state.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
+
+
+def test_unchanged_run_skips_the_comparison_only_while_the_table_is_known_in_step(
+        tmp_path: Path, image_tree: tuple[Path, list[str]], fake_model: ModelChoice,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgemine.bundle import images_sync
+
+    root, ids = image_tree
+    bundle = tmp_path / "bundle"
+    index(root, bundle, fake_model)
+
+    def no_plan(*args: Any) -> Any:
+        raise AssertionError("the images table was compared although it mirrors the served version")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(images_sync, "plan_sync", no_plan)
+        assert not index(root, bundle, fake_model).published
+
+    with sqlite3.connect(bundle / "state.sqlite") as db:  # a row lost outside any indexer run
+        db.execute("DELETE FROM images WHERE image_id = ?", (ids[7],))
+    report = index(root, bundle, fake_model)
+    assert (report.state_upserted, report.state_deleted) == (1, 0)
+    assert table_rows(bundle) == published_rows(bundle)
