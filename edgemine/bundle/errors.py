@@ -24,3 +24,11 @@ class UnknownImageIds(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class StateReadOnly(BundleError):
+    """state.sqlite cannot be written by this process: labeling state is read-only."""
+
+
+class StateBusy(BundleError):
+    """state.sqlite stayed locked by another writer for longer than the busy timeout."""

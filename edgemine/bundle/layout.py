@@ -21,9 +21,26 @@ INDEX = "index.faiss"
 RESERVED_COLUMNS = ("vec_id", "image_id", "path", "fingerprint")
 
 
+# The one format of every timestamp edgemine stores or returns (state.sqlite, manifests):
+# ISO-8601 UTC to the second with a "Z" suffix. Rows written by older code with `isoformat()`
+# ("+00:00") are rewritten by state migration 3; `utc_text` normalizes one read from elsewhere.
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def utc_now() -> str:
-    """Return the current UTC time as ISO-8601 text."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """Return the current UTC time as ISO-8601 text, e.g. 2026-12-01T21:20:44Z."""
+    return datetime.now(UTC).strftime(UTC_FORMAT)
+
+
+def utc_text(stamp: str) -> str:
+    """Return an ISO-8601 timestamp in utc_now's format (accepts "+00:00", "Z", other offsets)."""
+    try:
+        parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp  # not ours to fix: kept as written
+    if parsed.tzinfo is None:
+        return stamp
+    return parsed.astimezone(UTC).strftime(UTC_FORMAT)
 
 
 class ModelInfo(BaseModel):

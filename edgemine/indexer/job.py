@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from edgemine.bundle.errors import BundleError, ModelMismatch
+from edgemine.bundle import images_sync
+from edgemine.bundle.errors import BundleError, ModelMismatch, StateReadOnly
 from edgemine.bundle.layout import (
     INDEX,
     RESERVED_COLUMNS,
@@ -22,6 +23,7 @@ from edgemine.bundle.layout import (
     Manifest,
     ModelInfo,
     utc_now,
+    utc_text,
     write_atomic,
 )
 from edgemine.bundle.snapshot import (
@@ -70,6 +72,8 @@ class IndexReport:
     embedded_now: int = 0
     removed: int = 0
     missing_from_source_kept: int = 0
+    state_upserted: int = 0  # images-table rows written (new or changed), including repairs
+    state_deleted: int = 0  # images-table rows deleted (removed images, orphans of a crash)
     failed: list[dict[str, str | None]] = field(default_factory=list)
     seconds: float = 0.0
     embed_images_per_s: float = 0.0
@@ -121,6 +125,8 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
     check_writable(paths)
     with _exclusive(paths):
         state = StateDB(paths.state_db)
+        if not state.writable:
+            raise StateReadOnly(f"cannot index into {paths.root}: {paths.state_db} is read-only")
         prev = load_current(paths.root) if paths.current_version() is not None else None
         check_metadata(source.items)
         byo_dim = int(source.vectors.shape[1]) if source.vectors is not None else None
@@ -230,9 +236,11 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         if item.labeled:
             labeled.append(item.image_id)
     kept = [] if prev is None or rebuild else [i for i in prev.image_ids if i not in in_source]
-    removed: list[str] = []
     if prune:
-        removed, kept = kept, []
+        kept = []
+    # Removed: every published image the new version drops (pruned, or left out of a rebuild).
+    published = {str(rec["image_id"]) for rec in records} | set(kept)
+    removed = [] if prev is None else [i for i in prev.image_ids if i not in published]
     report.removed = len(removed)
     report.missing_from_source_kept = len(kept)
 
@@ -265,7 +273,9 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     # Row order alone (kept rows move to the end) is no change: compare in vec_id order.
     if not changed and prev is not None and \
             catalog.sort_by("vec_id").equals(prev.catalog.sort_by("vec_id")):
-        state.sync_images([], [], labeled)
+        # Nothing to publish, but the images table may still be out of step with the served
+        # version (a run killed after its flip): repair it.
+        _sync_state(state, prev.catalog, prev.version, labeled, report, publish=None)
         return None
     now = utc_now()
     meta_cols = [c for c in catalog.column_names if c not in ("vec_id", "image_id", "path",
@@ -279,7 +289,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         next_vec_id=next_vec_id,
         image_roots=sorted(set(source.image_roots) | set(prev.manifest.image_roots if prev else [])),
         metadata_columns=meta_cols,
-        created_at=prev.manifest.created_at if prev else now,
+        created_at=utc_text(prev.manifest.created_at) if prev else now,
         updated_at=now,
         edgemine_version="",
     )
@@ -289,25 +299,41 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     if np.any(np.diff(order) != 1):
         catalog, embeddings = catalog.take(pa.array(order)), embeddings[order]
     vec_ids = catalog.column("vec_id").to_numpy()
-    removed_ids = prev_vec_ids[prev.rows_of(removed)] if prev is not None and removed else None
     reuse = prev is not None and not rebuild
+    removed_ids = prev_vec_ids[prev.rows_of(removed)] if reuse and prev is not None and removed else None
     index, manifest.index = make_index(
         embeddings, vec_ids, spec=options.index, memory_budget=options.memory_budget,
         prev_info=prev.manifest.index if reuse and prev is not None else None,
         prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
         changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
         new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))))
-    publish_version(paths, manifest, catalog, embeddings, index)
-    rows = zip(catalog.column("image_id").to_pylist(), catalog.column("path").to_pylist(),
-               catalog.select(meta_cols).to_pylist() if meta_cols else [{}] * catalog.num_rows,
-               vec_ids.tolist(), strict=True)
-    state.sync_images(rows, removed, labeled)
+    _sync_state(state, catalog, manifest.version, labeled, report,
+                publish=lambda: publish_version(paths, manifest, catalog, embeddings, index))
     return manifest.version
+
+
+def _sync_state(state: StateDB, catalog: pa.Table, version: int, labeled: list[str],
+                report: IndexReport, publish: Callable[[], object] | None) -> None:
+    """Make the images table match `catalog`, publishing it (if given) between the two steps."""
+    if publish is None and images_sync.in_step(state, version, catalog.num_rows):
+        images_sync.label_from_source(state, labeled)
+        return
+    images_sync.mark_synced(state, None)
+    plan = images_sync.plan_sync(state, images_sync.catalog_rows(catalog))
+    # Rows first: once CURRENT names the version, every image it serves can be labeled.
+    report.state_upserted = images_sync.apply_upserts(state, plan.upserts)
+    images_sync.label_from_source(state, labeled)
+    if publish is not None:
+        publish()
+    # Deletions last: until the flip the served version still holds these images. A crash
+    # before this line leaves orphans that the next run's plan deletes.
+    report.state_deleted = images_sync.apply_deletes(state, plan.deletes)
+    images_sync.mark_synced(state, version)
 
 
 def _write_report(paths: BundlePaths, report: IndexReport) -> Path:
     paths.reports.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = paths.reports / f"index-{stamp}.json"
     data = json.dumps(asdict(report), indent=2, default=str).encode()
     write_atomic(path, data)

@@ -72,7 +72,7 @@ def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch
         raise UnknownImageIds(unknown)
     batch_id = f"b-{uuid.uuid4().hex[:12]}"
     now = utc_now()
-    with db.connect() as conn:
+    with db.write() as conn:
         taken: set[str] = set()
         for start in range(0, len(ids), 900):  # SQLite caps bound parameters per statement
             chunk = ids[start:start + 900]
@@ -81,10 +81,12 @@ def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch
                 f"({','.join('?' * len(chunk))})", chunk)}
         fresh = [item for item in dict((i.image_id, i) for i in request.items).values()
                  if item.image_id not in taken]
-        conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO batches (batch_id, name, created_at, bundle_version, query) "
+                     "VALUES (?, ?, ?, ?, ?)",
                      (batch_id, request.name, now, snapshot.version, json.dumps(request.query)))
         conn.executemany(
-            "INSERT INTO batch_items VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO batch_items (batch_id, image_id, position, score, nearest_example_id, "
+            "nearest_example_similarity) VALUES (?, ?, ?, ?, ?, ?)",
             [(batch_id, item.image_id, pos, item.score, item.nearest_example_id,
               item.nearest_example_similarity) for pos, item in enumerate(fresh)])
         apply_state(conn, [item.image_id for item in fresh], "queued", batch_id, only_known=True)
@@ -95,7 +97,7 @@ def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch
 
 def list_batches(db: StateDB) -> list[Batch]:
     """Return all batches, newest first, without their items."""
-    with db.connect() as conn:
+    with db.read() as conn:
         rows = conn.execute(
             "SELECT b.batch_id, b.name, b.created_at, b.bundle_version, b.query, "
             "(SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.batch_id) "
@@ -110,7 +112,7 @@ class UnknownBatch(KeyError):
 
 def get_batch(db: StateDB, snapshot: Snapshot, batch_id: str, base_url: str = "") -> Batch:
     """Return a batch with its items, their current state and metadata."""
-    with db.connect() as conn:
+    with db.read() as conn:
         head = conn.execute("SELECT batch_id, name, created_at, bundle_version, query FROM batches "
                             "WHERE batch_id = ?", (batch_id,)).fetchone()
         if head is None:

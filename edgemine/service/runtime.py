@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemine.bundle.errors import BundleError, ModelMismatch
+from edgemine.bundle.errors import BundleError, ModelMismatch, StateBusy
 from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import Snapshot, load_current
 from edgemine.bundle.state import StateDB
@@ -19,6 +21,8 @@ from edgemine.service.miner import Miner
 from edgemine.service.row_states import RowStates
 
 log = logging.getLogger("edgemine.service")
+# After a version switch failed on a database error (locked, I/O), retry it this much later.
+SWITCH_RETRY_SECONDS = 10.0
 EmbedderLoader = Callable[[str, str], Embedder]
 
 
@@ -56,7 +60,11 @@ class Runtime:
         self._embedder: Embedder | None = None
         self._embedder_key: tuple[str, str] | None = None
         self.switch_error: str | None = None
-        self._loaded = self._load()
+        self._retry_at: float | None = None  # when to retry a switch that met a database error
+        try:
+            self._loaded = self._load()
+        except sqlite3.Error as exc:
+            raise BundleError(f"cannot read the state database {self.paths.state_db}: {exc}") from exc
 
     def _stamp(self) -> tuple[int, int]:
         st = os.stat(self.paths.current)
@@ -112,20 +120,26 @@ class Runtime:
             stamp = self._stamp()
         except FileNotFoundError:
             return loaded
-        if stamp == loaded.stamp:
+        retry = self._retry_at is not None and time.monotonic() >= self._retry_at
+        if stamp == loaded.stamp and not retry:
             return loaded
         with self._lock:
-            if self._loaded.stamp != loaded.stamp:
+            if self._loaded is not loaded:
                 return self._loaded
             try:
                 fresh = self._load()
-            except (BundleError, OSError) as exc:
-                # Keep serving the version we have; health reports why we did not switch.
-                self.switch_error = str(exc)
+            except (BundleError, OSError, sqlite3.Error) as exc:
+                # Keep serving the version we have; health reports why we did not switch. A
+                # database error may clear (a lock, a full disk): retry later; a bad version
+                # is not retried until CURRENT changes again.
+                transient = isinstance(exc, sqlite3.Error | StateBusy)
+                self.switch_error = f"state database error: {exc}" if transient else str(exc)
+                self._retry_at = time.monotonic() + SWITCH_RETRY_SECONDS if transient else None
                 log.error("not switching bundle version: %s", exc)
                 self._loaded = Loaded(loaded.snapshot, loaded.miner, stamp)
                 return self._loaded
             self.switch_error = None
+            self._retry_at = None
             log.info("switched to bundle version %d", fresh.snapshot.version)
             self._loaded = fresh
             return fresh

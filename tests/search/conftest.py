@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.bundle import StateDB
+from edgemine.bundle import StateDB, images_sync
 from edgemine.bundle.layout import ModelInfo
 from edgemine.bundle.snapshot import Snapshot, load_current
 from edgemine.indexer import IndexReport, ModelChoice, read_embeddings_source, run_index
@@ -125,8 +125,7 @@ def searcher_of(snap: Snapshot) -> Searcher | None:
 def fresh_states(snap: Snapshot, db_path: Path, labeled: Sequence[str] = ()) -> RowStates:
     """Return labeling states from a new state database holding the version's images."""
     db = StateDB(db_path)
-    vec_ids = snap.catalog.column("vec_id").to_pylist()
-    db.sync_images([(i, None, {}, v) for i, v in zip(snap.image_ids, vec_ids, strict=True)], [], [])
+    images_sync.apply_upserts(db, images_sync.catalog_rows(snap.catalog))
     if labeled:
         db.set_state(list(labeled), "labeled")
     return RowStates(snap.row_by_id, db)

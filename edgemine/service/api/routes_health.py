@@ -14,7 +14,7 @@ router = APIRouter(tags=["health"])
 
 @router.get("/v1/health")
 def health(runtime: RuntimeDep, loaded: LoadedDep, state: StateDep) -> dict[str, Any]:
-    """Report readiness, the bundle version served, counts and the model identity."""
+    """Report readiness, version, counts, model, and whether labeling state is `writable`."""
     manifest = loaded.snapshot.manifest
     return {
         "ready": True,
@@ -27,6 +27,7 @@ def health(runtime: RuntimeDep, loaded: LoadedDep, state: StateDep) -> dict[str,
         "counts": {"images": manifest.counts.images, **state.state_counts()},
         "metadata_columns": loaded.snapshot.metadata_columns,
         "switch_error": runtime.switch_error,
+        "writable": state.writable,
     }
 
 

@@ -1,0 +1,144 @@
+"""Numbered schema migrations of state.sqlite, applied in order when a writable StateDB opens it.
+
+The schema version is SQLite's `PRAGMA user_version`: the number of migrations applied. Each
+migration runs once, inside its own write transaction together with the bump of user_version,
+so a crash leaves the database at the previous version and the migration is retried on the next
+open. Several processes opening the database at once are safe: each re-reads the version after
+taking the write lock and skips what another one applied meanwhile.
+
+To change the schema, append a function to MIGRATIONS (never edit or reorder a released one):
+
+    @migration
+    def add_notes(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE notes (image_id TEXT PRIMARY KEY, text TEXT NOT NULL)")
+
+Use plain `db.execute` statements (not `executescript`, which commits), name the columns of
+every INSERT, and add a test that opens a database at the previous version. A database with a
+newer version than this code knows is refused ("upgrade edgemine"), and a read-only one must
+already be at LATEST (it cannot be migrated).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from edgemine.bundle.errors import BundleError
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(step: Migration) -> Migration:
+    """Register `step` as the next numbered migration."""
+    MIGRATIONS.append(step)
+    return step
+
+
+@migration
+def initial_schema(db: sqlite3.Connection) -> None:
+    """1: the schema as first released (IF NOT EXISTS: such databases have user_version 0)."""
+    for statement in (
+        """CREATE TABLE IF NOT EXISTS images (
+            image_id TEXT PRIMARY KEY,
+            path TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            vec_id INTEGER,
+            state TEXT NOT NULL DEFAULT 'unlabeled' CHECK (state IN ('unlabeled', 'queued', 'labeled')),
+            batch_id TEXT,
+            state_updated_at TEXT
+        )""",
+        """CREATE TABLE IF NOT EXISTS label_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS batches (
+            batch_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            bundle_version INTEGER,
+            query TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE IF NOT EXISTS batch_items (
+            batch_id TEXT NOT NULL REFERENCES batches(batch_id),
+            image_id TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            score REAL,
+            nearest_example_id TEXT,
+            nearest_example_similarity REAL,
+            PRIMARY KEY (batch_id, image_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS journal (
+            image_id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            vector BLOB NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS failures (
+            image_id TEXT PRIMARY KEY,
+            path TEXT,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        )""",
+    ):
+        db.execute(statement)
+
+
+@migration
+def index_image_state(db: sqlite3.Connection) -> None:
+    """2: index images by state (state counts, the queued/labeled scan at every version switch)."""
+    db.execute("CREATE INDEX IF NOT EXISTS images_by_state ON images (state)")
+
+
+@migration
+def utc_timestamps_with_z(db: sqlite3.Connection) -> None:
+    """3: stored timestamps in utc_now's one format: "+00:00" suffixes become "Z"."""
+    for table, column in (("images", "state_updated_at"), ("label_events", "at"),
+                          ("batches", "created_at"), ("failures", "at")):
+        db.execute(f"UPDATE {table} SET {column} = substr({column}, 1, length({column}) - 6) || 'Z' "
+                   f"WHERE {column} LIKE '%+00:00'")
+
+
+
+@migration
+def bundle_notes(db: sqlite3.Connection) -> None:
+    """4: a key-value table for the indexer's bookkeeping (which version the images table mirrors)."""
+    db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+LATEST = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """Return the database's schema version (its user_version)."""
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_known(version: int, where: object) -> None:
+    """Refuse a schema written by a newer edgemine, which this code could corrupt."""
+    if version > LATEST:
+        raise BundleError(f"{where} has state schema version {version}; this edgemine knows up to "
+                          f"{LATEST}: upgrade edgemine")
+
+
+def migrate(db: sqlite3.Connection, where: object) -> int:
+    """Apply every pending migration to an autocommit connection; return the final version."""
+    version = schema_version(db)
+    check_known(version, where)
+    while version < LATEST:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = schema_version(db)  # another process may have migrated while we waited
+            check_known(version, where)
+            if version < LATEST:
+                MIGRATIONS[version](db)
+                version += 1
+                db.execute(f"PRAGMA user_version = {version}")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return version
