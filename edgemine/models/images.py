@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from pathlib import Path
 from typing import IO
@@ -32,11 +33,10 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "
 class ImageTooLarge(ValueError):
     """The image's header declares more pixels than the caller allows."""
 
-    def __init__(self, size: tuple[int, int], max_pixels: int) -> None:
-        w, h = size
-        super().__init__(f"image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-                         f"{max_pixels / 1e6:g} MP")
-        self.size = size
+    def __init__(self, pixels: int, max_pixels: int, size: tuple[int, int] | None = None) -> None:
+        shape = f"{size[0]}x{size[1]} = " if size else ""
+        super().__init__(f"image is {shape}{pixels / 1e6:.1f} MP, over the limit of {max_pixels / 1e6:g} MP")
+        self.pixels = pixels
         self.max_pixels = max_pixels
 
 
@@ -122,12 +122,14 @@ def _decode(fh: IO[bytes], fmt: str, min_side: int | None, fit: int | None, max_
                     im.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
                 # After draft, im.size is what load() will allocate; nothing is decoded yet.
                 if im.size[0] * im.size[1] > max_pixels:
-                    raise ImageTooLarge(im.size, max_pixels)
+                    raise ImageTooLarge(im.size[0] * im.size[1], max_pixels, im.size)
                 im.load()  # forces a full decode so truncated files fail here, not later
                 return im.convert("RGB")
     except UnidentifiedImageError as exc:
         raise ValueError(f"not a valid {fmt} image (unreadable header)") from exc
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"image too large: {exc}") from exc
+        # Pillow's own hard limit (2x its global MAX_IMAGE_PIXELS) refused it in open(), before our check.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageTooLarge(int(found.group(1)) if found else 0, max_pixels) from exc
     except (OSError, SyntaxError, EOFError) as exc:
         raise ValueError(f"corrupt or truncated image: {exc}") from exc
