@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,9 @@ def _real_inside(path: Path, roots: list[str]) -> str | None:
 
 
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# A grid asks for dozens of thumbnails at once: decode a few at a time per worker, so that
+# memory stays bounded by (slots x pixel limit) rather than by the thread pool's size.
+_DECODE_SLOTS = threading.BoundedSemaphore(4)
 _IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The image's pixels, re-encoded."},
     403: {"description": "The file lies outside the bundle's image roots."},
@@ -80,7 +84,9 @@ def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
     edge = min(size, settings.thumbnail_max) if size else settings.full_image_max_edge
     try:
         # Only what decodes as an image is served, and only its pixels: never a file's raw bytes.
-        body, media_type = reencode_image(real, edge, max_pixels=settings.max_image_pixels, thumbnail=bool(size))
+        with _DECODE_SLOTS:
+            body, media_type = reencode_image(real, edge, max_pixels=settings.max_image_pixels,
+                                              thumbnail=bool(size))
     except NotAnImage as exc:
         raise HTTPException(415, detail=f"file of image {image_id!r} is not served: {exc}", headers=_NOSNIFF) from exc
     except ValueError as exc:
