@@ -18,6 +18,13 @@ from edgemine.models.vectors import Vectors, l2_normalize
 FAKE_DIM = 16
 
 
+@pytest.fixture(autouse=True)
+def _service_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TestClient sends `Host: testserver`: allow it (and the usual local names); no API key from the shell."""
+    monkeypatch.setenv("EDGEMINE_ALLOWED_HOSTS", "localhost,127.0.0.1,::1,testserver")
+    monkeypatch.delenv("EDGEMINE_API_KEY", raising=False)
+
+
 class FakeEmbedder:
     """Deterministic stand-in for CLIP: a fixed random projection of 8x8 RGB thumbnails."""
 

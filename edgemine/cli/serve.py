@@ -15,6 +15,7 @@ import typer
 
 from edgemine.bundle.snapshot import load_current
 from edgemine.cli.common import domain_errors
+from edgemine.service.config import LOCAL_HOSTS
 from edgemine.service.query import MineQuery, MineResult, Range, Strategy
 
 _FILTER = re.compile(r"^\s*([\w.-]+)\s*(>=|<=|!=|=|>|<|\s+not\s+in\s+|\s+in\s+)\s*(.+?)\s*$")
@@ -49,6 +50,15 @@ def parse_filters(specs: list[str]) -> dict[str, Range]:
     return {k: Range.model_validate(v) for k, v in out.items()}
 
 
+def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
+    """Host names to accept: the given ones, else EDGEMINE_ALLOWED_HOSTS, else local names; plus `bind`."""
+    env = [h.strip() for h in os.environ.get("EDGEMINE_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    hosts = list(given) or env or list(LOCAL_HOSTS)
+    if bind not in ("", "0.0.0.0", "::") and bind not in hosts:
+        hosts.append(bind)
+    return hosts
+
+
 def serve(
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
@@ -57,6 +67,15 @@ def serve(
     expected_model: Annotated[str | None, typer.Option(help="Refuse a bundle built with another model.")] = None,
     public_url: Annotated[str, typer.Option(help="Absolute base URL for image links in exports.")] = "",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    api_key: Annotated[str | None, typer.Option(
+        envvar="EDGEMINE_API_KEY", show_default=False,
+        help="Require `Authorization: Bearer KEY` on every /v1 call but /v1/health (prefer the "
+             "EDGEMINE_API_KEY variable: command lines are visible to other users).")] = None,
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        "--allowed-host", show_default=False,
+        help="Host name clients may reach the service by (repeat; `*` any, `*.example.com` a domain). "
+             "Default: EDGEMINE_ALLOWED_HOSTS (comma-separated), else localhost, 127.0.0.1, ::1; "
+             "plus --host when it is a specific address.")] = None,
 ) -> None:
     """Serve the mining API (and /docs) over a bundle."""
     import uvicorn
@@ -70,10 +89,14 @@ def serve(
     os.environ["EDGEMINE_PUBLIC_URL"] = public_url
     if expected_model:
         os.environ["EDGEMINE_EXPECTED_MODEL"] = expected_model
+    os.environ["EDGEMINE_ALLOWED_HOSTS"] = ",".join(_allowed_hosts(host, allowed_host or []))
+    if api_key:
+        os.environ["EDGEMINE_API_KEY"] = api_key
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgemine-metrics-")
     typer.echo(f"serving {bundle} (version {snap.version}, {snap.manifest.counts.images} images) "
-               f"on http://{host}:{port}  docs: http://{host}:{port}/docs", err=True)
+               f"on http://{host}:{port}  docs: http://{host}:{port}/docs"
+               f"{'  (API key required)' if api_key else ''}", err=True)
     uvicorn.run("edgemine.service.app:create_app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level)
 

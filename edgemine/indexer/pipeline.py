@@ -3,51 +3,19 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from edgemine.indexer.sources import SourceItem
 from edgemine.models.base import Embedder
+from edgemine.models.images import decode_image
 from edgemine.models.vectors import Vectors
-
-# Refuse absurd images instead of letting one file eat the machine's memory.
-Image.MAX_IMAGE_PIXELS = 200_000_000
-
-
-def decode_image(path: str, min_side: int | None = None) -> Image.Image:
-    """Open and fully decode an image as RGB; raises ValueError with a readable reason.
-
-    With `min_side`, JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
-    short side >= min_side: the model resizes to that anyway, and it makes decoding camera
-    frames several times cheaper.
-    """
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(1)
-        if not head:
-            raise ValueError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if min_side and im.format == "JPEG" and min(im.size) > 2 * min_side:
-                    scale = min_side / min(im.size)
-                    im.draft("RGB", (int(im.size[0] * scale) + 1, int(im.size[1] * scale) + 1))
-                im.load()  # forces a full decode so truncated files fail here, not later
-                return im.convert("RGB")
-    except FileNotFoundError as exc:
-        raise ValueError("file not found") from exc
-    except UnidentifiedImageError as exc:
-        raise ValueError("not an image (unrecognised format)") from exc
-    except (OSError, SyntaxError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"corrupt or truncated image: {exc}") from exc
 
 
 class _ImageDataset(Dataset[tuple[int, Any, str | None]]):

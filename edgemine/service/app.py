@@ -13,6 +13,7 @@ from edgemine import __version__
 from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine, routes_ui
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
+from edgemine.service.api.security import install_security
 from edgemine.service.config import Settings
 from edgemine.service.runtime import EmbedderLoader, Runtime
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
     app = FastAPI(title="edgemine", version=__version__, lifespan=lifespan,
                   description="Mine unlabeled recorded images that look like your model's failures.")
     app.state.settings = settings
+    install_security(app, settings)  # before CORS, so that CORS wraps (and answers preflights for) it
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])

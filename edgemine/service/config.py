@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from edgemine.models.images import DEFAULT_MAX_PIXELS, UPLOAD_MAX_PIXELS
+
+MiB = 1024 * 1024
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -23,3 +29,36 @@ class Settings(BaseSettings):
         default=1, ge=1, le=256,
         description="OpenMP threads per FAISS search; requests already run in parallel across threads and "
                     "workers, and a query's few examples gain nothing from more (measured: only overhead).")
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, every /v1 call except /v1/health needs `Authorization: Bearer <key>`.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(LOCAL_HOSTS),
+        description="Host header values served (DNS rebinding defence); `*` allows any, `*.example.com` a "
+                    "domain. From the environment: comma-separated.")
+    max_json_body_bytes: int = Field(default=8 * MiB, ge=1024, description="Largest non-multipart request body.")
+    max_upload_body_bytes: int = Field(default=64 * MiB, ge=1024, description="Largest multipart upload body.")
+    max_upload_file_bytes: int = Field(default=20 * MiB, ge=1024, description="Largest uploaded file.")
+    max_upload_files: int = Field(default=16, ge=1, description="Most files in one upload.")
+    max_upload_pixels: int = Field(default=UPLOAD_MAX_PIXELS, ge=1, description="Largest uploaded image (pixels).")
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_PIXELS, ge=1, description="Largest image decoded to serve it (after JPEG draft scaling).")
+    full_image_max_edge: int = Field(
+        default=4096, ge=16, le=16384, description="Full-size images are re-encoded with at most this edge.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        # EDGEMINE_API_KEY= (empty) means no key, never "the empty key".
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw in (None, "") else value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # EDGEMINE_ALLOWED_HOSTS=a,b (not JSON), as for every other list option of the CLI.
+        if isinstance(value, str):
+            value = [h.strip() for h in value.split(",") if h.strip()]
+        for host in value if isinstance(value, list) else []:
+            if "*" in str(host)[1:] or (str(host).startswith("*") and host != "*" and not host.startswith("*.")):
+                raise ValueError(f"allowed host {host!r}: a wildcard must be `*` or like `*.example.com`")
+        return value

@@ -14,8 +14,8 @@ import pyarrow as pa
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import LABEL_STATES
-from edgemine.indexer.pipeline import decode_image
 from edgemine.models.base import Embedder
+from edgemine.models.images import UPLOAD_MAX_PIXELS, decode_image
 from edgemine.models.vectors import Vectors, l2_normalize
 from edgemine.search.searcher import Searcher
 from edgemine.service.diversity import select_diverse
@@ -35,6 +35,7 @@ class Upload:
 
     name: str
     data: bytes
+    max_pixels: int = UPLOAD_MAX_PIXELS
 
 
 def image_url(image_id: str, base: str = "") -> str:
@@ -68,13 +69,15 @@ class Miner:
             parts.append(self._model("a text query").embed_texts(list(texts)))
             labels += [f"text:{t}" for t in texts]
         if uploads:
-            images = []
+            model = self._model("an uploaded image")
             for up in uploads:
+                # One at a time: only one decoded image is alive at once, whatever the file count.
                 try:
-                    images.append(_decode_upload(up))
+                    image = _decode_upload(up, getattr(model, "input_size", None))
                 except ValueError as exc:
                     raise QueryError(f"uploaded file {up.name!r}: {exc}") from exc
-            parts.append(self._model("an uploaded image").embed_images(images))
+                parts.append(model.embed_images([image]))
+                del image
             labels += [f"upload:{up.name}" for up in uploads]
         dim = self.snapshot.manifest.dim
         for part in parts:
@@ -231,16 +234,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _decode_upload(upload: Upload) -> Any:
-    import tempfile
-
+def _decode_upload(upload: Upload, min_side: int | None) -> Any:
     if not upload.data:
         raise ValueError("empty file (0 bytes)")
-    # decode_image works on paths so uploads get exactly the indexer's checks and messages.
-    with tempfile.NamedTemporaryFile(suffix=".img") as fh:
-        fh.write(upload.data)
-        fh.flush()
-        return decode_image(fh.name)
+    # Decoded from memory with the indexer's checks and messages, under the upload pixel limit;
+    # JPEGs at the smallest DCT scale that still covers the model's input.
+    return decode_image(upload.data, min_side, max_pixels=upload.max_pixels)
 
 
 __all__ = ["Miner", "QueryError", "Upload", "image_url"]

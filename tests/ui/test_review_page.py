@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 TIMES_OF_DAY = ("day", "dusk", "night")
 SKY = {"day": (120, 170, 230), "dusk": (225, 130, 80), "night": (18, 22, 48)}
 N_IMAGES = 40
+API_KEY = "review-page-key-7f3a"
 
 
 # -- served assets ----------------------------------------------------------------------------------
@@ -169,13 +170,24 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """A real `edgemine serve` process on a small bundle with image files."""
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def served_with_key(tmp_path: Path) -> Iterator[Served]:
+    """The same, started with an API key (from the environment, as the README recommends)."""
+    yield from _serve(tmp_path, {"EDGEMINE_API_KEY": API_KEY})
+
+
+def _serve(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
     _require_browser()
     bundle, ids = build_bundle(tmp_path)
     port = _free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-         "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+         "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -190,7 +202,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
             if time.monotonic() > deadline:
                 pytest.fail(f"edgemine serve did not answer in 60 s:\n{(tmp_path / 'serve.log').read_text()}")
             time.sleep(0.1)
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as api:
+        headers = {"Authorization": f"Bearer {env['EDGEMINE_API_KEY']}"} if env else {}
+        with httpx.Client(base_url=url, trust_env=False, timeout=30, headers=headers) as api:
             yield Served(url, ids, api)
     finally:
         proc.terminate()
@@ -234,6 +247,11 @@ def test_review_page_end_to_end(served: Served) -> None:
             expect(page.locator("#notice.error")).to_contain_text(
                 "Unknown image ID (not in this bundle): seq99/nope.png")
             expect(page.locator(".example.unknown")).to_have_count(1)
+            # The unknown ID is shown whole, with its flag: not cut by an ellipsis.
+            label = page.locator(".example.unknown .ex-label")
+            expect(label).to_contain_text("seq99/nope.png")
+            assert label.evaluate("e => e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight")
+            assert "unknown ID" in label.evaluate("e => getComputedStyle(e, '::after').content")
             page.click("#notice button:has-text('Remove unknown IDs')")
             expect(page.locator(".example")).to_have_count(0)
             # A filter value of the wrong type: the service's detail names the column.
@@ -258,6 +276,11 @@ def test_review_page_end_to_end(served: Served) -> None:
             cards = page.locator("#grid .card")
             expect(cards).to_have_count(len(expected))
             expect(page.locator("#query-examples .chip")).to_have_count(2)
+            # The request popover opens inside the window.
+            page.click(".query-json summary")
+            box = page.locator("#query-json").bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 1366, box
+            page.click(".query-json summary")
             shown = page.locator("#grid .card .cid").all_inner_texts()
             assert shown == [c["image_id"] for c in expected]
             expect(cards.nth(0).locator(".nearest-id")).to_have_text(expected[0]["nearest_example_id"])
@@ -275,6 +298,10 @@ def test_review_page_end_to_end(served: Served) -> None:
             expect(page.locator("#viewer")).to_be_visible()
             expect(page.locator("#viewer-meta")).to_contain_text("time_of_day")
             expect(page.locator("#viewer-meta")).to_contain_text(expected[2]["image_id"])
+            # The full-size image, not an upscaled thumbnail (the scenes are 160x120).
+            full = "/v1/images/" + expected[2]["image_id"]
+            expect(page.locator("#viewer-img")).to_have_attribute("src", full)
+            page.wait_for_function("document.querySelector('#viewer-img').naturalWidth === 160")
             page.keyboard.press("Escape")
             expect(page.locator("#viewer")).to_be_hidden()
 
@@ -339,3 +366,106 @@ def test_review_page_end_to_end(served: Served) -> None:
     assert export_href is not None
     lines = api.get(export_href).text.splitlines()
     assert sorted(json.loads(line)["image_id"] for line in lines) == sorted(accepted)
+
+
+def test_review_page_with_an_api_key(served_with_key: Served) -> None:
+    from playwright.sync_api import Dialog, Route, expect, sync_playwright
+
+    url, ids = served_with_key.url, served_with_key.ids
+    requested: list[str] = []
+    js_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.set_default_timeout(10_000)
+            page.on("request", lambda r: requested.append(r.url))
+            page.on("pageerror", lambda e: js_errors.append(str(e)))
+            page.goto(url)
+            expect(page.locator("body")).to_have_attribute("data-ready", "true")  # /v1/health is open
+
+            # The first 401 asks for the key, once; a wrong key is refused and asked for again.
+            dialog = page.locator("#key-dialog")
+            expect(dialog).to_be_visible()
+            expect(page.locator("#key-msg")).to_contain_text("requires an API key")
+            page.fill("#key-input", "not-the-key")
+            page.click("#key-submit")
+            expect(page.locator("#key-msg")).to_contain_text("not accepted")
+            page.fill("#key-input", API_KEY)
+            page.click("#key-submit")
+            expect(dialog).to_be_hidden()
+            assert page.evaluate("sessionStorage.getItem('edgemine.apiKey')") == API_KEY
+            expect(page.locator("#batches-msg")).to_contain_text("No batches yet")
+
+            # Thumbnails load (with a read token, never the key).
+            page.click(".tab[data-tab=browse]")
+            tile = page.locator("#browse-list .tile img").first
+            expect(tile).to_have_attribute("src", re.compile(r"[?&]token=\d+\.[0-9a-f]{64}$"))
+            page.wait_for_function("document.querySelector('#browse-list .tile img').naturalWidth > 0")
+
+            page.click(".tab[data-tab=ids]")
+            page.fill("#ids-input", ids[0])
+            page.click("#ids-add")
+            page.click("#mine-btn")
+            expect(page.locator("#grid .card")).to_have_count(N_IMAGES - 1)
+            page.wait_for_function("document.querySelector('#grid .card img').naturalWidth > 0")
+            page.locator("#grid .card .thumb").first.click()
+            expect(page.locator("#viewer-img")).to_have_attribute("src", re.compile(r"^/v1/images/[^?]+\?token="))
+            page.wait_for_function("document.querySelector('#viewer-img').naturalWidth === 160")
+            page.keyboard.press("Escape")
+
+            # Queue two, then "mark labeled" asks first: dismissed, nothing changes; accepted, labeled.
+            cards = page.locator("#grid .card")
+            cards.nth(0).locator(".act-accept").click()
+            cards.nth(1).locator(".act-accept").click()
+            page.fill("#batch-name", "keyed batch")
+            page.click("#queue-btn")
+            expect(page.locator("#notice.success")).to_contain_text("Queued 2 images")
+            asked: list[str] = []
+
+            def answer(accept: bool) -> Callable[[Dialog], None]:
+                def handle(d: Dialog) -> None:
+                    asked.append(d.message)
+                    d.accept() if accept else d.dismiss()
+                return handle
+
+            page.once("dialog", answer(False))
+            page.click("#batch-list .batch button:has-text('mark labeled')")
+            expect(page.locator("#notice")).to_contain_text("left as it was")
+            assert asked and "Mark all 2 images of batch “keyed batch” labeled?" in asked[0]
+            assert served_with_key.api.get("/v1/health").json()["counts"]["labeled"] == 0
+            page.once("dialog", answer(True))
+            page.click("#batch-list .batch button:has-text('mark labeled')")
+            expect(page.locator("#notice.success")).to_contain_text("Marked 2 images")
+            assert served_with_key.api.get("/v1/health").json()["counts"]["labeled"] == 2
+            export_href = page.locator("#batch-list a.export-jsonl").first.get_attribute("href")
+            assert export_href is not None and "token=" in export_href
+
+            # A reload in the same tab keeps the key: no prompt, thumbnails load.
+            page.reload()
+            expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            page.fill("#ids-input", ids[0])
+            page.click("#ids-add")
+            page.click("#mine-btn")
+            expect(page.locator("#grid .card").first).to_be_visible()
+            page.wait_for_function("document.querySelector('#grid .card img').naturalWidth > 0")
+            expect(dialog).to_be_hidden()
+            expect(page.locator("#model-warning")).to_be_hidden()
+
+            # Random weights (identity ".../none-seed0") are called out in a banner.
+            def random_model(route: Route) -> None:
+                body = route.fetch().json()
+                route.fulfill(json={**body, "model": "ViT-B-32/none-seed0"})
+
+            page.route("**/v1/health", random_model)
+            page.reload()
+            expect(page.locator("#model-warning")).to_be_visible()
+            expect(page.locator("#model-warning")).to_contain_text("Random model weights")
+        finally:
+            browser.close()
+
+    assert not js_errors, js_errors
+    assert not [u for u in requested if API_KEY in u], "the API key appeared in a URL"
+    export = served_with_key.api.get(export_href)
+    assert export.status_code == 200 and len(export.text.splitlines()) == 2
+    assert httpx.get(url + export_href.split("&token=")[0], trust_env=False).status_code == 401

@@ -1,18 +1,18 @@
-"""Serving images (full size or thumbnails), never from outside the bundle's image roots."""
+"""Serving images (full size or thumbnails): decoded pixels only, never from outside the bundle's image roots."""
 
 from __future__ import annotations
 
-import io
 import os
+import threading
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from edgemine.bundle.errors import UnknownImageIds
-from edgemine.indexer.pipeline import decode_image
+from edgemine.models.images import NotAnImage, reencode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
 from edgemine.service.browse import ImagePage, browse
 from edgemine.service.query import FilterValue
@@ -42,36 +42,54 @@ def list_images(
                   contains, offset, limit, settings.public_url)
 
 
-def _inside(path: Path, roots: list[str]) -> bool:
+def _real_inside(path: Path, roots: list[str]) -> str | None:
+    """Return the file's real path (symlinks resolved) if it lies under one of `roots`, else None."""
     real = os.path.realpath(path)
-    return any(os.path.commonpath([real, os.path.realpath(r)]) == os.path.realpath(r) for r in roots)
+    for root in roots:
+        top = os.path.realpath(root)
+        if os.path.commonpath([real, top]) == top:
+            return real
+    return None
 
 
-@router.get("/images/{image_id:path}", response_model=None)
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# A grid asks for dozens of thumbnails at once: decode a few at a time per worker, so that
+# memory stays bounded by (slots x pixel limit) rather than by the thread pool's size.
+_DECODE_SLOTS = threading.BoundedSemaphore(4)
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The image's pixels, re-encoded."},
+    403: {"description": "The file lies outside the bundle's image roots."},
+    404: {"description": "Unknown image id, or it has no file."},
+    415: {"description": "The file is not a JPEG, PNG, WebP or BMP image."},
+    422: {"description": "The image is corrupt or over the pixel limit."},
+}
+
+
+@router.get("/images/{image_id:path}", response_model=None, responses=_IMAGE_RESPONSES)
 def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
           size: int | None = Query(default=None, ge=16, le=4096, description="Thumbnail edge.")) -> Response:
-    """Serve an indexed image by id, optionally as a JPEG thumbnail."""
+    """Serve an indexed image by id: its decoded pixels re-encoded (full size bounded, or a JPEG thumbnail)."""
     snap = loaded.snapshot
     row = snap.row_by_id.get(image_id)
     if row is None:
         raise UnknownImageIds([image_id])
     raw = snap.catalog.column("path")[row].as_py()
     if not raw:
-        raise HTTPException(404, detail=f"image {image_id!r} has no file (precomputed embedding)")
-    path = Path(raw)
-    if not _inside(path, snap.manifest.image_roots):
-        raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots")
-    if not path.is_file():
-        raise HTTPException(404, detail=f"file of image {image_id!r} is gone: {path}")
-    if size is None:
-        return FileResponse(path)
+        raise HTTPException(404, detail=f"image {image_id!r} has no file (precomputed embedding)", headers=_NOSNIFF)
+    real = _real_inside(Path(raw), snap.manifest.image_roots)
+    if real is None:
+        raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots", headers=_NOSNIFF)
+    if not os.path.isfile(real):
+        raise HTTPException(404, detail=f"file of image {image_id!r} is gone: {raw}", headers=_NOSNIFF)
+    edge = min(size, settings.thumbnail_max) if size else settings.full_image_max_edge
     try:
-        im = decode_image(str(path))
+        # Only what decodes as an image is served, and only its pixels: never a file's raw bytes.
+        with _DECODE_SLOTS:
+            body, media_type = reencode_image(real, edge, max_pixels=settings.max_image_pixels,
+                                              thumbnail=bool(size))
+    except NotAnImage as exc:
+        raise HTTPException(415, detail=f"file of image {image_id!r} is not served: {exc}", headers=_NOSNIFF) from exc
     except ValueError as exc:
-        raise HTTPException(422, detail=f"image {image_id!r} cannot be decoded: {exc}") from exc
-    edge = min(size, settings.thumbnail_max)
-    im.thumbnail((edge, edge))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=85)
-    return Response(buf.getvalue(), media_type="image/jpeg",
-                    headers={"Cache-Control": "public, max-age=3600"})
+        raise HTTPException(422, detail=f"image {image_id!r} cannot be decoded: {exc}", headers=_NOSNIFF) from exc
+    return Response(body, media_type=media_type,
+                    headers={"Cache-Control": "private, max-age=3600", **_NOSNIFF})

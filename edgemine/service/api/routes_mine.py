@@ -8,13 +8,12 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from edgemine.service.api.deps import LoadedDep
+from edgemine.service.api.deps import LoadedDep, SettingsDep
 from edgemine.service.api.metrics import MINE_SECONDS
 from edgemine.service.miner import Upload
 from edgemine.service.query import MineQuery, MineResult
 
 router = APIRouter(prefix="/v1", tags=["mining"])
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
 @router.post("/mine", response_model=MineResult)
@@ -28,6 +27,7 @@ def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
 @router.post("/mine/upload", response_model=MineResult)
 async def mine_upload(
     loaded: LoadedDep,
+    settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="Example images (positives).")],
     query: Annotated[str, Form(description="A MineQuery as JSON (positive_ids may be empty).")] = "{}",
 ) -> MineResult:
@@ -37,12 +37,16 @@ async def mine_upload(
     except ValidationError as exc:
         # Through the app's validation handler, which also copes with NaN/Infinity in the input.
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from exc
+    if len(files) > settings.max_upload_files:
+        raise HTTPException(413, detail=f"{len(files)} files uploaded; at most {settings.max_upload_files} "
+                                        "per request")
+    limit = settings.max_upload_file_bytes
     uploads: list[Upload] = []
     for upload in files:
-        data = await upload.read(MAX_UPLOAD_BYTES + 1)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, detail=f"{upload.filename}: larger than {MAX_UPLOAD_BYTES} bytes")
-        uploads.append(Upload(upload.filename or f"file{len(uploads)}", data))
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, detail=f"uploaded file {upload.filename!r} is larger than {limit} bytes")
+        uploads.append(Upload(upload.filename or f"file{len(uploads)}", data, settings.max_upload_pixels))
     from starlette.concurrency import run_in_threadpool
 
     result = await run_in_threadpool(loaded.miner.mine, parsed, uploads)

@@ -52,18 +52,81 @@ function errorFrom(res, body) {
   if (status === 404) {
     return new ApiError(`Not found: ${text || res.url}`, { status, kind: "not_found", detail });
   }
+  if (status === 401) {
+    return new ApiError(`This service needs an API key: ${text || "unauthorized"}`, { status, kind: "auth", detail });
+  }
   if (status === 413) {
-    return new ApiError(`Upload too large: ${text}`, { status, kind: "invalid", detail });
+    return new ApiError(`Request too large: ${text}`, { status, kind: "invalid", detail });
   }
   return new ApiError(`The service answered ${status} ${res.statusText}${text ? `: ${text}` : ""}`,
     { status, kind: "error", detail });
 }
 
+// -- optional API key ------------------------------------------------------------------------------
+// The key is asked for on the first 401, kept in sessionStorage (this tab only) and sent as
+// `Authorization: Bearer`. <img> tags and download links cannot send headers: they carry a
+// short-lived read token from GET /v1/read-token instead (an HMAC of an expiry; never the key).
+
+const KEY_STORE = "edgemine.apiKey";
+const TOKEN_REFRESH_MS = 30 * 60 * 1000;
+let readToken = null;
+let keyPrompt = null; // (wrong: boolean) => Promise<string|null>, set by the page
+let pendingKey = null; // one prompt for all the requests that met a 401 together
+
+function storedKey() {
+  try { return sessionStorage.getItem(KEY_STORE); } catch { return null; }
+}
+
+/** Register how the page asks the user for an API key (resolves to the key, or null if cancelled). */
+export function setKeyPrompt(fn) { keyPrompt = fn; }
+
+/** Fetch a read token for image and export URLs (when a key is in use); refreshed periodically. */
+export async function refreshReadToken() {
+  if (!storedKey()) return;
+  try {
+    const body = await api("/v1/read-token", { retryAuth: false });
+    readToken = body && body.token ? body.token : null;
+  } catch {
+    readToken = null; // images then fail visibly; the next API call asks for the key again
+  }
+}
+setInterval(refreshReadToken, TOKEN_REFRESH_MS);
+
+async function obtainKey(wrong) {
+  if (!keyPrompt) return false;
+  if (!pendingKey) {
+    pendingKey = (async () => {
+      const key = await keyPrompt(wrong);
+      if (!key) return false;
+      try { sessionStorage.setItem(KEY_STORE, key); } catch { return false; }
+      await refreshReadToken();
+      return true;
+    })().finally(() => { pendingKey = null; });
+  }
+  return pendingKey;
+}
+
+function withToken(url) {
+  if (!readToken) return url;
+  const u = new URL(url, location.origin);
+  u.searchParams.set("token", readToken);
+  return `${u.pathname}${u.search}`;
+}
+
+/** The same image or export URL with the current read token (for an <img> whose token expired). */
+export function refreshUrl(url) {
+  const u = new URL(url, location.origin);
+  if (!u.searchParams.has("token") || !readToken || u.searchParams.get("token") === readToken) return null;
+  u.searchParams.set("token", readToken);
+  return `${u.pathname}${u.search}`;
+}
+
 /**
- * Call the API. `json` sends a JSON body, `form` a FormData body.
+ * Call the API. `json` sends a JSON body, `form` a FormData body. A 401 asks for the API key
+ * (once for concurrent calls) and retries with it.
  * @returns {Promise<any>} the parsed JSON (or text) body
  */
-export async function api(path, { method = "GET", json, form, signal } = {}) {
+export async function api(path, { method = "GET", json, form, signal, retryAuth = true } = {}) {
   const init = { method, signal, headers: { accept: "application/json" } };
   if (json !== undefined) {
     init.headers["content-type"] = "application/json";
@@ -71,6 +134,8 @@ export async function api(path, { method = "GET", json, form, signal } = {}) {
   } else if (form !== undefined) {
     init.body = form;
   }
+  const key = storedKey();
+  if (key) init.headers.authorization = `Bearer ${key}`;
   let res;
   try {
     res = await fetch(path, init);
@@ -87,6 +152,9 @@ export async function api(path, { method = "GET", json, form, signal } = {}) {
   } catch {
     body = null;
   }
+  if (res.status === 401 && retryAuth && await obtainKey(Boolean(key))) {
+    return api(path, { method, json, form, signal, retryAuth });
+  }
   if (!res.ok) throw errorFrom(res, body);
   return body;
 }
@@ -94,11 +162,11 @@ export async function api(path, { method = "GET", json, form, signal } = {}) {
 /** URL of an indexed image (a JPEG thumbnail when `size` is given), relative to this page's origin. */
 export function imageUrl(imageId, size) {
   const path = imageId.split("/").map(encodeURIComponent).join("/");
-  return `/v1/images/${path}${size ? `?size=${size}` : ""}`;
+  return withToken(`/v1/images/${path}${size ? `?size=${size}` : ""}`);
 }
 
 export function exportUrl(batchId, format) {
-  return `/v1/batches/${encodeURIComponent(batchId)}/export?format=${format}`;
+  return withToken(`/v1/batches/${encodeURIComponent(batchId)}/export?format=${format}`);
 }
 
 export const getHealth = () => api("/v1/health");

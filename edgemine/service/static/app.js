@@ -75,6 +75,7 @@ async function refreshHealth() {
       `${fmtInt(c.unlabeled ?? 0)} unlabeled · ${fmtInt(c.queued ?? 0)} queued · ${fmtInt(c.labeled ?? 0)} labeled · `,
       h("code", { title: "model identity" }, health.model));
     if (health.switch_error) ui.health.append(h("span", { class: "warn", title: health.switch_error }, " ⚠ newer version not served"));
+    warnRandomWeights(health.model);
     return health;
   } catch (err) {
     ui.health.className = "health bad";
@@ -82,6 +83,48 @@ async function refreshHealth() {
     showBanner(err instanceof API.ApiError ? err.message : String(err));
     return null;
   }
+}
+
+/** Random weights (`--pretrained none`, identity `.../none-seed0`) rank by colour and layout only. */
+function warnRandomWeights(model) {
+  const el = $("#model-warning");
+  const random = /\/none-seed\d+$/.test(String(model));
+  el.hidden = !random;
+  if (random) {
+    el.replaceChildren(h("strong", {}, "Random model weights. "),
+      `This bundle was embedded with an untrained model (${model}): candidates follow colour and layout, ` +
+      "not meaning. Re-index with real CLIP weights (the default --pretrained) to mine by content.");
+  }
+}
+
+// -- API key ------------------------------------------------------------------------------------------
+
+/** Ask for the API key in a dialog; resolves to the key, or null when cancelled. */
+function askApiKey(wrong) {
+  const dialog = $("#key-dialog");
+  const input = $("#key-input");
+  $("#key-msg").textContent = wrong
+    ? "That API key was not accepted. Enter the key this service was started with (--api-key / EDGEMINE_API_KEY)."
+    : "This edgemine service requires an API key (--api-key / EDGEMINE_API_KEY). Enter it to continue.";
+  input.value = "";
+  return new Promise((resolve) => {
+    const done = (key) => {
+      $("#key-form").onsubmit = null;
+      $("#key-cancel").onclick = null;
+      dialog.oncancel = null;
+      if (dialog.open) dialog.close();
+      resolve(key);
+    };
+    $("#key-form").onsubmit = (e) => {
+      e.preventDefault();
+      const key = input.value.trim();
+      if (key) done(key);
+    };
+    $("#key-cancel").onclick = () => done(null);
+    dialog.oncancel = () => done(null);
+    dialog.showModal();
+    input.focus();
+  });
 }
 
 let configured = false;
@@ -467,8 +510,10 @@ async function refreshBatches(highlight) {
 }
 
 function exportLinks(batchId) {
+  // The href is renewed on click: it carries a read token when the service has an API key.
   return [["jsonl", "JSONL"], ["csv", "CSV"], ["labelstudio", "Label Studio"]].map(([fmt, label]) =>
-    h("a", { href: API.exportUrl(batchId, fmt), download: "", class: `export export-${fmt}` }, label));
+    h("a", { href: API.exportUrl(batchId, fmt), download: "", class: `export export-${fmt}`,
+      onclick: (e) => { e.currentTarget.href = API.exportUrl(batchId, fmt); } }, label));
 }
 
 function batchItem(b, fresh) {
@@ -487,6 +532,12 @@ async function markLabeled(batch, button) {
     const full = await API.getBatch(batch.batch_id);
     const ids = (full.items || []).map((i) => i.image_id);
     if (!ids.length) { notify("info", `Batch “${batch.name}” has no images.`); return; }
+    // Labeled images are never mined again: make sure this was meant.
+    if (!window.confirm(`Mark all ${plural(ids.length, "image")} of batch “${batch.name}” labeled? ` +
+      "They will no longer be mined (undo through POST /v1/labels).")) {
+      notify("info", `Batch “${batch.name}” left as it was.`);
+      return;
+    }
     const res = await API.setLabels(ids, "labeled");
     notify("success", `Marked ${plural(res.changed, "image")} of batch “${batch.name}” labeled.`);
     refreshHealth();
@@ -565,6 +616,8 @@ function wire() {
 }
 
 async function main() {
+  API.setKeyPrompt(askApiKey);
+  await API.refreshReadToken(); // a key kept from earlier in this tab
   wire();
   renderExamples();
   updateCounts();

@@ -1,4 +1,5 @@
 // Small DOM helpers (no framework).
+import { refreshUrl } from "./api.js";
 
 /**
  * Create an element: h("div", {class: "x", onclick: fn, dataset: {id: 1}}, "text", child).
@@ -57,6 +58,9 @@ export const plural = (n, word, many = `${word}s`) => `${fmtInt(n)} ${n === 1 ? 
 /** A placeholder shown when a thumbnail cannot be loaded (e.g. precomputed embeddings without files). */
 export function onThumbError(event) {
   const img = event.currentTarget;
+  // A read token that expired since the <img> was made: try once more with the current one.
+  const fresh = img.dataset.retried ? null : refreshUrl(img.getAttribute("src") || "");
+  if (fresh) { img.dataset.retried = "1"; img.src = fresh; return; }
   img.removeAttribute("src");
   img.classList.add("broken");
   img.closest(".thumb, .ex-thumb, .b-thumb, .nearest-thumb")?.classList.add("no-image");

@@ -277,10 +277,18 @@ export class ResultsGrid {
     const c = this.items[i];
     const v = this.viewer;
     const img = v.querySelector("#viewer-img");
-    img.classList.remove("broken");
-    img.onerror = () => img.classList.add("broken");
-    img.src = imageUrl(c.image_id, 1024);
-    img.alt = c.image_id;
+    if (img.dataset.id !== c.image_id) { // not on a mere re-fill (a decision taken in the viewer)
+      img.dataset.id = c.image_id;
+      img.classList.remove("broken");
+      img.onerror = () => img.classList.add("broken");
+      // The grid's thumbnail (cached) at once, then the full-size image when it has loaded.
+      const full = imageUrl(c.image_id);
+      img.src = imageUrl(c.image_id, 256);
+      const loader = new Image();
+      loader.onload = () => { if (img.dataset.id === c.image_id) img.src = full; };
+      loader.src = full;
+      img.alt = c.image_id;
+    }
     v.querySelector("#viewer-full").href = imageUrl(c.image_id);
     const d = this.decisions.get(c.image_id);
     v.querySelector("#viewer-title").textContent =
