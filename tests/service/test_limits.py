@@ -173,7 +173,7 @@ def test_errors_do_not_echo_huge_input(byo: tuple[Any, Any]) -> None:
 
 def test_score_memory_is_bounded_by_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(3)
-    n, d, m = 20_000, 16, 200
+    n, d, m = 12_000, 16, 120
     E = rng.standard_normal((n, d)).astype(np.float32)
     E /= np.linalg.norm(E, axis=1, keepdims=True)
     P = E[rng.choice(n, m, replace=False)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,3 +163,23 @@ def test_cursor_on_an_ann_bundle(tmp_path: Path) -> None:
     last = page1.candidates[-1].score
     assert all(c.score <= last for c in page2.candidates)
     assert [c.rank for c in page2.candidates] == list(range(31, 61))
+
+
+def test_cli_mine_pages_by_cursor(make_byo_bundle: Make) -> None:
+    from typer.testing import CliRunner
+
+    from edgemine.cli.main import app as cli
+
+    built = make_byo_bundle(n=60, seed=2)
+    runner = CliRunner()
+    args = ["mine", "--bundle", str(built.path), "-p", "im0001", "-k", "4", "--format", "jsonl"]
+    first = runner.invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    cursor = re.search(r"next page: --cursor (\S+)", first.output)
+    assert cursor is not None
+    second = runner.invoke(cli, [*args, "--cursor", cursor.group(1)])
+    assert second.exit_code == 0, second.output
+    ranks = [json.loads(line)["rank"] for line in second.stdout.splitlines()]
+    assert ranks == [5, 6, 7, 8]
+    other = runner.invoke(cli, ["mine", "--bundle", str(built.path), "-p", "im0002", "--cursor", cursor.group(1)])
+    assert other.exit_code == 2 and "another query" in other.output
