@@ -162,7 +162,7 @@ def test_errors_do_not_echo_huge_input(byo: tuple[Any, Any]) -> None:
     response = client.post("/v1/labels", json={"image_ids": unknown})
     assert response.status_code == 404
     body = response.json()
-    assert len(body["unknown_ids"]) == limits.MAX_ECHOED_IDS
+    assert 20 <= len(body["unknown_ids"]) <= limits.MAX_ECHOED_IDS
     assert all(len(i) < limits.ECHO_ID_CHARS + 40 for i in body["unknown_ids"])
     assert "280 more" in body["detail"] and len(body["detail"]) < 20 * (limits.ECHO_CHARS + 40)
     assert len(response.content) < limits.MAX_ECHOED_IDS * (limits.ECHO_ID_CHARS + 50)

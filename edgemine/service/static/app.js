@@ -446,7 +446,7 @@ async function queueAccepted(event) {
   refreshBatches(batch.batch_id);
   refreshHealth();
   // Re-run the same query: queued images are no longer eligible, so they must not come back.
-  const { cursor: _cursor, ...firstPage } = cur.query;
+  const { cursor: _pageCursor, ...firstPage } = cur.query;
   const result = await runMine({ ...cur, query: { ...firstPage, offset: 0 } });
   if (!result) return;
   const back = result.candidates.filter((c) => queuedIds.includes(c.image_id));
