@@ -16,10 +16,13 @@ class ModelMismatch(BundleError):
 class UnknownImageIds(KeyError):
     """Some image IDs are not in the bundle."""
 
+    SHOWN = 20  # ids named in the message
+    SHOWN_CHARS = 100  # characters shown of each: an id can be as long as the request allows
+
     def __init__(self, ids: Iterable[str]) -> None:
         self.ids = sorted(set(ids))
-        shown = ", ".join(repr(i) for i in self.ids[:20])
-        more = f" (and {len(self.ids) - 20} more)" if len(self.ids) > 20 else ""
+        shown = ", ".join(repr(_cut(i, self.SHOWN_CHARS)) for i in self.ids[:self.SHOWN])
+        more = f" (and {len(self.ids) - self.SHOWN} more)" if len(self.ids) > self.SHOWN else ""
         super().__init__(f"unknown image ids: {shown}{more}")
 
     def __str__(self) -> str:
@@ -32,3 +35,7 @@ class StateReadOnly(BundleError):
 
 class StateBusy(BundleError):
     """state.sqlite stayed locked by another writer for longer than the busy timeout."""
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"

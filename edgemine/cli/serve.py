@@ -140,8 +140,9 @@ def mine(
     positive: Annotated[list[str] | None, typer.Option("--positive", "-p", help="Failure image id (repeat).")] = None,
     negative: Annotated[list[str] | None, typer.Option("--negative", "-n", help="Negative image id (repeat).")] = None,
     text: Annotated[list[str] | None, typer.Option("--text", "-t", help="Text prompt (repeat).")] = None,
-    k: Annotated[int, typer.Option("-k", help="Candidates to return (1..10000).")] = 50,
-    offset: Annotated[int, typer.Option(help="Skip this many (paging).")] = 0,
+    k: Annotated[int, typer.Option("-k", help="Candidates to return (1..1000).")] = 50,
+    offset: Annotated[int, typer.Option(help="Skip this many (best-effort paging; prefer --cursor).")] = 0,
+    cursor: Annotated[str | None, typer.Option(help="Next page: the cursor the previous page printed.")] = None,
     strategy: Annotated[str, typer.Option(help="mean, max or rrf.")] = "max",
     filter_: Annotated[list[str] | None, typer.Option(
         "--filter", "-f", help="e.g. 'time_of_day in night,dusk'.")] = None,
@@ -164,7 +165,7 @@ def mine(
         strat: Strategy = strategy  # type: ignore[assignment]
         try:
             query = MineQuery(positive_ids=positive or [], negative_ids=negative or [],
-                              texts=text or [], k=k, offset=offset, strategy=strat,
+                              texts=text or [], k=k, offset=offset, cursor=cursor, strategy=strat,
                               filters=dict(parse_filters(filter_ or [])), exclude_ids=exclude or [],
                               group_by=group_by, max_per_group=max_per_group,
                               dedup_threshold=dedup, min_score=min_score)
@@ -172,3 +173,5 @@ def mine(
             raise ValueError(str(exc).replace("\n", "; ")) from exc
         result = Runtime(bundle).current().miner.mine(query)
     write_result(result, out, "jsonl" if fmt == "table" and out else fmt)
+    if result.next_cursor:
+        typer.echo(f"next page: --cursor {result.next_cursor}", err=True)

@@ -91,13 +91,16 @@ class ClipEmbedder:
         return np.concatenate(out)
 
     def embed_texts(self, texts: Sequence[str]) -> Vectors:
-        """Embed text prompts."""
+        """Embed text prompts in batches of `batch_size`."""
         if not texts:
             raise ValueError("no texts to embed")
-        with self._inference():
-            tokens = self._tokenizer(list(texts)).to(self.device)
-            feats = self._model.encode_text(tokens)
-        return l2_normalize(feats.float().cpu().numpy())
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            with self._inference():
+                tokens = self._tokenizer(list(texts[start:start + self.batch_size])).to(self.device)
+                feats = self._model.encode_text(tokens)
+            out.append(l2_normalize(feats.float().cpu().numpy()))
+        return np.concatenate(out)
 
 
 def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAINED,

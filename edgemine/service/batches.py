@@ -15,6 +15,7 @@ from edgemine.bundle.errors import UnknownImageIds
 from edgemine.bundle.layout import utc_now
 from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import StateDB, apply_state
+from edgemine.service import limits
 from edgemine.service.miner import image_url
 
 ExportFormat = Literal["jsonl", "csv", "labelstudio"]
@@ -25,10 +26,10 @@ class BatchItemIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    image_id: str = Field(min_length=1)
-    score: float | None = None
+    image_id: str = Field(min_length=1, max_length=limits.MAX_ID_CHARS)
+    score: float | None = Field(default=None, allow_inf_nan=False)
     nearest_example_id: str | None = None
-    nearest_example_similarity: float | None = None
+    nearest_example_similarity: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class BatchCreate(BaseModel):
@@ -37,7 +38,7 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    items: list[BatchItemIn] = Field(min_length=1, max_length=100_000)
+    items: list[BatchItemIn] = Field(min_length=1, max_length=limits.MAX_BATCH_ITEMS)
     query: dict[str, Any] = Field(default_factory=dict, description="The mining query, for provenance.")
 
 

@@ -56,7 +56,10 @@ def _coerce(value: Scalar, column: str, dtype: pa.DataType, op: str = "eq") -> p
             number = float(value) if pa.types.is_floating(dtype) else _as_int(value)
             return pa.scalar(number, type=dtype)
         if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-            return pa.scalar(str(value), type=dtype)
+            if not isinstance(value, str):
+                # A number never equals text: {"time_of_day": 5} is a mistake, not an empty result.
+                raise ValueError("expected text")
+            return pa.scalar(value, type=dtype)
         return pa.scalar(value).cast(dtype)
     except (ValueError, TypeError, OverflowError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise FilterError(
@@ -98,7 +101,7 @@ def _condition(column: pa.ChunkedArray, name: str, spec: FilterValue) -> pa.Chun
 
 
 def filter_mask(catalog: pa.Table, filters: dict[str, FilterValue]) -> Mask | None:
-    """Return rows passing every filter (None when there are no filters); nulls never pass."""
+    """Return rows passing every filter (None when there are no filters); nulls and NaN never pass."""
     if not filters:
         return None
     columns = [c for c in catalog.column_names if c not in RESERVED_COLUMNS]
@@ -106,6 +109,10 @@ def filter_mask(catalog: pa.Table, filters: dict[str, FilterValue]) -> Mask | No
     for name, spec in filters.items():
         if name not in columns:
             raise FilterError(f"unknown filter column {name!r}; valid columns: {', '.join(columns) or '(none)'}")
-        cond = _condition(catalog.column(name), name, spec)
+        column = catalog.column(name)
+        cond = _condition(column, name, spec)
+        if pa.types.is_floating(column.type):
+            # NaN is a missing value too: it passes no condition, not even ne / not_in.
+            cond = pc.and_(cond, pc.invert(pc.is_nan(column)))
         mask &= pc.fill_null(cond, False).to_numpy(zero_copy_only=False).astype(bool)
     return mask

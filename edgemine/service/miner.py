@@ -16,13 +16,15 @@ from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import LABEL_STATES
 from edgemine.models.base import Embedder
 from edgemine.models.images import UPLOAD_MAX_PIXELS, decode_image
-from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.models.vectors import Vectors
 from edgemine.search.searcher import Searcher
+from edgemine.service import limits
 from edgemine.service.diversity import select_diverse
 from edgemine.service.filters import filter_mask
+from edgemine.service.paging import Cursor, CursorError, decode_cursor, encode_cursor, query_digest, upload_digest
 from edgemine.service.query import Candidate, MineQuery, MineResult, Timings
 from edgemine.service.row_states import RowStates
-from edgemine.service.scoring import Examples, ranked_rows, score_rows
+from edgemine.service.scoring import CancellingExamples, Examples, mean_direction, ranked_rows, score_rows
 
 
 class QueryError(ValueError):
@@ -91,6 +93,10 @@ class Miner:
         started = time.perf_counter()
         if not query.has_positive(len(uploads)):
             raise QueryError("empty query: give at least one of positive_ids, texts or an uploaded image")
+        try:
+            query.check_examples(len(uploads))
+        except ValueError as exc:
+            raise QueryError(str(exc)) from exc
         snap = self.snapshot
         unknown = [i for i in [*query.positive_ids, *query.negative_ids] if i not in snap.row_by_id]
         if unknown:
@@ -98,6 +104,15 @@ class Miner:
         if query.group_by and query.group_by not in snap.metadata_columns:
             raise QueryError(f"unknown group_by column {query.group_by!r}; valid columns: "
                              f"{', '.join(snap.metadata_columns) or '(none)'}")
+        digest = query_digest(query, [upload_digest(up.data) for up in uploads])
+        try:
+            cursor = decode_cursor(query.cursor, digest) if query.cursor is not None else None
+        except CursorError as exc:
+            raise QueryError(str(exc)) from exc
+        skip = cursor.rank if cursor is not None else query.offset
+        if skip + query.k > limits.MAX_DEPTH:
+            raise QueryError(f"the cursor is at rank {skip}: rank + k is {skip + query.k}; at most "
+                             f"{limits.MAX_DEPTH} (the ranking is computed from the top for every page)")
         embedded, embedded_labels = self._embed_inputs(query.texts, uploads)
         neg_embedded, neg_labels = self._embed_inputs(query.negative_texts, ())
         embed_done = time.perf_counter()
@@ -108,47 +123,79 @@ class Miner:
                              [*query.positive_ids, *embedded_labels])
         negatives = Examples(np.concatenate([np.asarray(snap.embeddings[neg_rows]), neg_embedded]),
                              [*query.negative_ids, *neg_labels])
+        _check_directions(query, positives, negatives)
 
-        eligible = self.states.eligible(list(query.include_states))
+        # Rows the query's own rules admit (filters, exclusions), whatever their labeling state.
+        allowed = np.ones(len(snap.image_ids), dtype=bool)
         mask = filter_mask(snap.catalog, dict(query.filters))
         if mask is not None:
-            eligible &= mask
-        eligible[pos_rows] = False
-        eligible[neg_rows] = False
+            allowed &= mask
+        allowed[pos_rows] = False
+        allowed[neg_rows] = False
         excluded = [snap.row_by_id[i] for i in query.exclude_ids if i in snap.row_by_id]
-        eligible[excluded] = False
-
-        wanted = query.offset + query.k
-        depth = max(1000, 4 * wanted)
+        allowed[excluded] = False
+        by_state, seq = self.states.eligible_at(list(query.include_states))
+        eligible = by_state & allowed
         count = int(eligible.sum())
-        space = self._search_space(query, positives, negatives, eligible, count, wanted, depth)
+        # Rows are ranked among those eligible when the first page was made: rows that changed
+        # state since (e.g. page 1, now queued) still count for rrf ranks and diversity caps.
+        ranked = eligible
+        if cursor is not None:
+            changed = self.states.changed_since(cursor.seq)
+            if len(changed):
+                ranked = eligible.copy()
+                ranked[changed] |= allowed[changed]
+        ranked_count = int(ranked.sum())
+
+        wanted = skip + query.k
+        depth = max(1000, 4 * wanted)
+        space = self._search_space(query, positives, negatives, ranked, ranked_count, wanted, depth)
         while True:
             emb = snap.embeddings if space is None else snap.embeddings[space]
-            elig = eligible if space is None else eligible[space]
+            elig = ranked if space is None else ranked[space]
             scores = score_rows(emb, positives, negatives, query.strategy, query.negative_weight,
                                 elig, depth=depth)
             if query.min_score is not None:
                 scores.score[scores.score < query.min_score] = -np.inf
+            served = None
+            if cursor is not None:
+                rows = np.arange(len(eligible)) if space is None else space
+                served = _before(scores.score, rows, cursor, snap.row_by_id.get(cursor.image_id, -1)
+                                 if cursor.version != snap.version else cursor.row)
+                # Rows after the cursor are candidates only if they are eligible now.
+                scores.score[~served & ~eligible[rows]] = -np.inf
             available = int(np.isfinite(scores.score).sum())
-            local = self._rank(query, scores.score, wanted, space)
+            local = self._rank(query, scores.score, query.k if cursor else wanted, space, served)
             # An approximate candidate set that came up short while enough rows are eligible
             # falls back to exact search: k results whenever k are eligible.
-            if len(local) >= wanted or space is None or len(space) >= count:
+            if len(local) >= (query.k if cursor else wanted) or space is None or len(space) >= ranked_count:
                 break
-            space = np.flatnonzero(eligible) if count < len(eligible) // 4 else None
-        page = local[query.offset:wanted]
+            space = np.flatnonzero(ranked) if ranked_count < len(ranked) // 4 else None
+        page = local if cursor is not None else local[query.offset:wanted]
         search_done = time.perf_counter()
 
-        candidates = self._candidates(page, space, query.offset, scores.score, scores.nearest,
+        candidates = self._candidates(page, space, skip, scores.score, scores.nearest,
                                       scores.nearest_sim, positives.labels)
-        more = len(local) >= wanted and (query.max_per_group or query.dedup_threshold
-                                         or available > wanted or count > wanted)
+        diverse = bool(query.max_per_group or query.dedup_threshold)
+        if cursor is None:
+            more = len(local) >= wanted and (diverse or available > wanted or count > wanted)
+        else:
+            before = int(served.sum()) if served is not None else 0
+            more = len(page) >= query.k and (diverse or available - before > query.k
+                                            or (space is not None and count > wanted))
+        next_cursor = None
+        if more and candidates:
+            last, pos = candidates[-1], page[-1]
+            row = pos if space is None else int(space[pos])
+            next_cursor = encode_cursor(Cursor(digest, snap.version, seq, skip + len(candidates),
+                                               float(scores.score[pos]), row, last.image_id))
         return MineResult(
             candidates=candidates,
             # Over ANN candidates `available` counts only the candidates: report the eligible rows.
             eligible=count if query.min_score is None else available,
-            offset=query.offset,
+            offset=skip,
             next_offset=wanted if more else None,
+            next_cursor=next_cursor,
             bundle_version=snap.version,
             model=snap.manifest.model.identity,
             strategy=query.strategy,
@@ -164,10 +211,9 @@ class Miner:
         if self.searcher is not None and not self.searcher.exact:
             has_neg = len(negatives.vectors) > 0 and query.negative_weight > 0
             if query.strategy == "mean":
-                centre = l2_normalize(positives.vectors.mean(axis=0, keepdims=True))
+                centre = mean_direction(positives.vectors, "positive")
                 if has_neg:
-                    centre = centre - query.negative_weight * l2_normalize(
-                        negatives.vectors.mean(axis=0, keepdims=True))
+                    centre = centre - query.negative_weight * mean_direction(negatives.vectors, "negative")
                 queries, per_query = centre.astype(np.float32), wanted
             else:
                 queries = positives.vectors
@@ -184,19 +230,27 @@ class Miner:
             return np.flatnonzero(eligible)
         return None
 
-    def _rank(self, query: MineQuery, score: np.ndarray, wanted: int,
-              space: np.ndarray | None) -> list[int]:
-        """Return positions (into `score`) of the result, best first."""
+    def _rank(self, query: MineQuery, score: np.ndarray, wanted: int, space: np.ndarray | None,
+              served: np.ndarray | None = None) -> list[int]:
+        """Return positions (into `score`) of the result, best first.
+
+        `served` flags positions returned on earlier pages (the cursor's): without diversity
+        rules they are skipped; with them they are walked (they fill groups, suppress their
+        near-duplicates) but not returned.
+        """
         if not (query.max_per_group or query.dedup_threshold):
+            if served is not None:
+                score = np.where(served, -np.inf, score).astype(np.float32)
             return [int(r) for r in ranked_rows(score, wanted)]
         groups = (self.snapshot.catalog.column(query.group_by).to_pylist()
                   if query.group_by and query.max_per_group else None)
-        depth = max(4 * wanted, 256)
+        ahead = int(served.sum()) if served is not None else 0
+        depth = max(4 * (wanted + ahead), 256)
         while True:
             order = ranked_rows(score, depth)
             rows = order if space is None else space[order]
-            taken = select_diverse(rows, wanted, self.snapshot.embeddings, groups,
-                                   query.max_per_group, query.dedup_threshold)
+            taken = select_diverse(rows, wanted, self.snapshot.embeddings, groups, query.max_per_group,
+                                   query.dedup_threshold, None if served is None else served[order])
             if len(taken) >= wanted or len(order) < depth:
                 return [int(order[i]) for i in taken]
             depth *= 4
@@ -226,6 +280,27 @@ class Miner:
                 image_url=image_url(image_id, self.public_url),
             ))
         return out
+
+
+def _check_directions(query: MineQuery, positives: Examples, negatives: Examples) -> None:
+    """Refuse a "mean" query whose positives (or negatives) average to nothing."""
+    if query.strategy != "mean":
+        return
+    try:
+        mean_direction(positives.vectors, "positive")
+        if len(negatives.vectors) and query.negative_weight > 0:
+            mean_direction(negatives.vectors, "negative")
+    except CancellingExamples as exc:
+        raise QueryError(str(exc)) from exc
+
+
+def _before(score: np.ndarray, rows: np.ndarray, cursor: Cursor, cursor_row: int) -> np.ndarray:
+    """Flag positions at or before the cursor in (score desc, row asc) order."""
+    at = np.float32(cursor.score)
+    flags: np.ndarray = (score > at) | ((score == at) & (rows <= cursor_row))
+    flags &= np.isfinite(score)
+    flags |= rows == cursor_row  # its score may differ in the last bit when recomputed
+    return flags
 
 
 def _jsonable(value: Any) -> Any:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
+
+from edgemine.service import limits
 
 Strategy = Literal["mean", "max", "rrf"]
 Scalar = str | int | float | bool
+# Range bounds are numbers or times (ISO text): a bool there is a mistake, not 0 or 1.
+Bound = StrictStr | StrictInt | StrictFloat
+Values = Annotated[list[Scalar], Field(max_length=limits.MAX_FILTER_VALUES)]
+ImageId = Annotated[str, Field(max_length=limits.MAX_ID_CHARS)]
+Text = Annotated[str, Field(max_length=limits.MAX_TEXT_CHARS)]
+# No bools where numbers are expected ("k": true is not 1); ints are fine for floats.
+Number = Annotated[float, Field(strict=True)]
 
 
 class Range(BaseModel):
@@ -17,12 +26,12 @@ class Range(BaseModel):
 
     eq: Scalar | None = None
     ne: Scalar | None = None
-    in_: list[Scalar] | None = Field(default=None, alias="in")
-    not_in: list[Scalar] | None = None
-    gt: Scalar | None = None
-    gte: Scalar | None = None
-    lt: Scalar | None = None
-    lte: Scalar | None = None
+    in_: Values | None = Field(default=None, alias="in")
+    not_in: Values | None = None
+    gt: Bound | None = None
+    gte: Bound | None = None
+    lt: Bound | None = None
+    lte: Bound | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> Range:
@@ -32,7 +41,7 @@ class Range(BaseModel):
 
 
 # A bare value means equality, a list means membership.
-FilterValue = Range | Scalar | list[Scalar]
+FilterValue = Range | Scalar | Values
 
 
 class MineQuery(BaseModel):
@@ -40,25 +49,36 @@ class MineQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    positive_ids: list[str] = Field(default_factory=list, description="Failure examples in the bundle.")
-    negative_ids: list[str] = Field(default_factory=list, description="Examples of what not to find.")
-    texts: list[str] = Field(default_factory=list, description="CLIP text prompts (positive).")
-    negative_texts: list[str] = Field(default_factory=list, description="CLIP text prompts (negative).")
-    k: int = Field(default=50, ge=1, le=10_000, description="How many candidates to return.")
-    offset: int = Field(default=0, ge=0, le=1_000_000, description="Skip this many (paging).")
+    positive_ids: list[ImageId] = Field(default_factory=list, max_length=limits.MAX_EXAMPLES,
+                                        description="Failure examples in the bundle.")
+    negative_ids: list[ImageId] = Field(default_factory=list, max_length=limits.MAX_EXAMPLES,
+                                        description="Examples of what not to find.")
+    texts: list[Text] = Field(default_factory=list, max_length=limits.MAX_TEXTS,
+                              description="CLIP text prompts (positive).")
+    negative_texts: list[Text] = Field(default_factory=list, max_length=limits.MAX_TEXTS,
+                                       description="CLIP text prompts (negative).")
+    k: StrictInt = Field(default=50, ge=1, le=limits.MAX_K, description="How many candidates to return.")
+    offset: StrictInt = Field(
+        default=0, ge=0, le=limits.MAX_DEPTH - 1,
+        description=f"Skip this many (best-effort paging: queuing a page shifts the ranking; prefer "
+                    f"cursor). offset + k <= {limits.MAX_DEPTH}.")
+    cursor: str | None = Field(
+        default=None, max_length=4 * limits.MAX_ID_CHARS,
+        description="next_cursor of the previous page: the page after it, among rows eligible now.")
     strategy: Strategy = "max"
-    negative_weight: float = Field(default=0.5, ge=0.0, le=10.0)
-    filters: dict[str, FilterValue] = Field(default_factory=dict)
-    exclude_ids: list[str] = Field(default_factory=list)
+    negative_weight: Number = Field(default=0.5, ge=0.0, le=10.0)
+    filters: dict[str, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
+    exclude_ids: list[ImageId] = Field(default_factory=list, max_length=limits.MAX_EXCLUDE_IDS)
     include_states: list[Literal["unlabeled", "queued", "labeled"]] = Field(
         default_factory=lambda: ["unlabeled"],  # type: ignore[arg-type]
-        description="Labeling states eligible for mining (default: unlabeled only).")
-    max_per_group: int | None = Field(default=None, ge=1)
-    group_by: str | None = Field(default=None, description="Metadata column for max_per_group.")
-    dedup_threshold: float | None = Field(
+        max_length=3, description="Labeling states eligible for mining (default: unlabeled only).")
+    max_per_group: StrictInt | None = Field(default=None, ge=1)
+    group_by: str | None = Field(default=None, max_length=1000,
+                                 description="Metadata column for max_per_group.")
+    dedup_threshold: Number | None = Field(
         default=None, gt=0.0, le=1.0,
         description="Drop a candidate whose cosine similarity to a better one is >= this.")
-    min_score: float | None = Field(default=None, allow_inf_nan=False)
+    min_score: Number | None = Field(default=None, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _check(self) -> MineQuery:
@@ -68,9 +88,25 @@ class MineQuery(BaseModel):
             values = getattr(self, name)
             if any(not isinstance(v, str) or not v.strip() for v in values):
                 raise ValueError(f"{name} must not contain empty strings")
-            if len(values) > 10_000:
-                raise ValueError(f"{name} has {len(values)} entries; at most 10000")
+        if self.offset + self.k > limits.MAX_DEPTH:
+            raise ValueError(f"offset + k is {self.offset + self.k}; at most {limits.MAX_DEPTH} "
+                             "(the ranking is computed from the top for every page)")
+        if self.cursor is not None and self.offset:
+            raise ValueError("give cursor or offset, not both")
+        texts = len(self.texts) + len(self.negative_texts)
+        if texts > limits.MAX_TEXTS:
+            raise ValueError(f"texts + negative_texts has {texts} prompts; at most {limits.MAX_TEXTS}")
+        self.check_examples()
         return self
+
+    def check_examples(self, uploads: int = 0) -> None:
+        """Raise ValueError when the query has more example vectors than MAX_EXAMPLES."""
+        count = (len(self.positive_ids) + len(self.negative_ids) + len(self.texts)
+                 + len(self.negative_texts) + uploads)
+        if count > limits.MAX_EXAMPLES:
+            raise ValueError(
+                f"positive_ids + negative_ids + texts + negative_texts + uploaded files have {count} "
+                f"examples; at most {limits.MAX_EXAMPLES}")
 
     def has_positive(self, uploads: int = 0) -> bool:
         """Return whether there is at least one positive input."""
@@ -104,7 +140,9 @@ class MineResult(BaseModel):
     candidates: list[Candidate]
     eligible: int
     offset: int
-    next_offset: int | None
+    next_offset: int | None = Field(description="offset of the next page (best-effort; see cursor).")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor for the next page; null when there is none.")
     bundle_version: int
     model: str
     strategy: Strategy

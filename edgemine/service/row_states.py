@@ -36,6 +36,10 @@ class RowStates:
 
     def eligible(self, states: list[str]) -> npt.NDArray[np.bool_]:
         """Return rows whose state is one of `states`."""
+        return self.eligible_at(states)[0]
+
+    def eligible_at(self, states: list[str]) -> tuple[npt.NDArray[np.bool_], int]:
+        """Return rows whose state is one of `states`, and the label event number that reflects."""
         with self._lock:
             self._seq, changes = self._db.label_events_since(self._seq)
             self._apply(changes)
@@ -43,4 +47,11 @@ class RowStates:
             lut = np.zeros(len(STATE_CODE), dtype=bool)
             lut[[STATE_CODE[s] for s in states]] = True
             mask: npt.NDArray[np.bool_] = lut[self.codes]
-            return mask
+            return mask, self._seq
+
+    def changed_since(self, seq: int) -> npt.NDArray[np.int64]:
+        """Return the rows whose labeling state changed after event number `seq`."""
+        _, changes = self._db.label_events_since(seq)
+        rows = {self._rows.get(image_id, -1) for image_id, _ in changes}
+        rows.discard(-1)
+        return np.fromiter(sorted(rows), np.int64, len(rows))

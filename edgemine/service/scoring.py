@@ -10,6 +10,9 @@ With S = E P^T and T = E N^T (cosine similarities) and w the negative weight:
         top `depth` rows of each example (rows outside every list get 0 from it).
 
 The example a row is "closest to" is argmax_j S_ij whatever the strategy.
+
+S and T are never held whole: rows (max, nearest) or examples (rrf) are taken in blocks of at
+most `limits.SCORE_BLOCK_CELLS` similarities, so memory is O(rows x block), not O(rows x examples).
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ import numpy as np
 import numpy.typing as npt
 
 from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.service import limits
 
 RRF_K = 60.0
 FloatArray = npt.NDArray[np.float32]
+# A mean shorter than this (the mean of unit vectors is at most 1 long) has no direction left:
+# the examples cancel out, e.g. an image and its negation, and normalizing it would amplify noise.
+MIN_MEAN_NORM = 1e-6
+
+
+class CancellingExamples(ValueError):
+    """The examples of a "mean" query average to (almost) the zero vector."""
 
 
 @dataclass(frozen=True)
@@ -48,24 +59,54 @@ class Scores:
 
 
 def similarities(embeddings: Vectors, vectors: Vectors) -> FloatArray:
-    """Return E @ V^T as float32 (all examples in one matrix product)."""
+    """Return E @ V^T as float32 (all examples in one matrix product; use for few columns)."""
     if len(vectors) == 0:
         return np.empty((len(embeddings), 0), np.float32)
     return np.asarray(embeddings @ np.ascontiguousarray(vectors, np.float32).T, np.float32)
 
 
-def _rrf(sims: FloatArray, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:
-    out = np.zeros(sims.shape[0], np.float32)
+def mean_direction(vectors: Vectors, role: str) -> Vectors:
+    """Return the normalized mean of `vectors` as a 1 x d row; CancellingExamples if it vanishes."""
+    mean = np.asarray(vectors, np.float64).mean(axis=0, keepdims=True)
+    norm = float(np.linalg.norm(mean))
+    if not norm >= MIN_MEAN_NORM:
+        raise CancellingExamples(
+            f"the {len(vectors)} {role} examples cancel out: their mean has length {norm:.2g}, so "
+            "strategy 'mean' has no direction to search; use strategy 'max' or 'rrf', or other examples")
+    return l2_normalize(mean)
+
+
+def _max_and_argmax(embeddings: Vectors, vectors: Vectors) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Return max_j and argmax_j of E V^T per row, computed in row blocks."""
+    n, m = len(embeddings), len(vectors)
+    best = np.empty(n, np.float32)
+    arg = np.empty(n, np.int64)
+    right = np.ascontiguousarray(vectors, np.float32).T
+    step = max(1, limits.SCORE_BLOCK_CELLS // max(m, 1))
+    for start in range(0, n, step):
+        block = np.asarray(embeddings[start:start + step] @ right, np.float32)
+        arg[start:start + step] = np.argmax(block, axis=1)
+        best[start:start + step] = block[np.arange(len(block)), arg[start:start + step]]
+    return best, arg
+
+
+def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:
+    out = np.zeros(len(embeddings), np.float32)
     rows = np.flatnonzero(eligible)
     depth = min(depth, len(rows))
     if depth == 0:
         return out
-    for j in range(sims.shape[1]):
-        col = sims[rows, j]
-        top = np.argpartition(-col, depth - 1)[:depth] if depth < len(rows) else np.arange(len(rows))
-        # Stable order: by similarity, then by row, so equal scores rank the same every time.
-        order = top[np.lexsort((rows[top], -col[top]))]
-        out[rows[order]] += 1.0 / (RRF_K + np.arange(1, len(order) + 1, dtype=np.float32))
+    # Examples in blocks: each block's similarities are rows x block cells, never rows x examples.
+    step = max(1, limits.SCORE_BLOCK_CELLS // max(len(embeddings), 1))
+    for first in range(0, len(vectors), step):
+        sims = similarities(embeddings, vectors[first:first + step])
+        for j in range(sims.shape[1]):
+            col = sims[rows, j]
+            top = np.argpartition(-col, depth - 1)[:depth] if depth < len(rows) else np.arange(len(rows))
+            # Stable order: by similarity, then by row, so equal scores rank the same every time.
+            order = top[np.lexsort((rows[top], -col[top]))]
+            out[rows[order]] += 1.0 / (RRF_K + np.arange(1, len(order) + 1, dtype=np.float32))
+        del sims
     return out
 
 
@@ -73,28 +114,25 @@ def score_rows(embeddings: Vectors, positives: Examples, negatives: Examples | N
                strategy: Literal["mean", "max", "rrf"], negative_weight: float,
                eligible: npt.NDArray[np.bool_], depth: int) -> Scores:
     """Score all rows by `strategy`; ineligible rows get -inf so no top-k can pick them."""
-    sims = similarities(embeddings, positives.vectors)
-    nearest = np.argmax(sims, axis=1)
-    nearest_sim = sims[np.arange(len(sims)), nearest]
+    nearest_sim, nearest = _max_and_argmax(embeddings, positives.vectors)
     has_neg = negatives is not None and len(negatives.vectors) > 0 and negative_weight > 0
     if strategy == "mean":
-        centre = l2_normalize(positives.vectors.mean(axis=0, keepdims=True))
+        centre = mean_direction(positives.vectors, "positive")
         score = similarities(embeddings, centre)[:, 0]
         if has_neg:
             assert negatives is not None
-            neg_centre = l2_normalize(negatives.vectors.mean(axis=0, keepdims=True))
+            neg_centre = mean_direction(negatives.vectors, "negative")
             score = score - negative_weight * similarities(embeddings, neg_centre)[:, 0]
     elif strategy == "max":
         score = nearest_sim.copy()
         if has_neg:
             assert negatives is not None
-            score -= negative_weight * similarities(embeddings, negatives.vectors).max(axis=1)
+            score -= negative_weight * _max_and_argmax(embeddings, negatives.vectors)[0]
     elif strategy == "rrf":
-        score = _rrf(sims, eligible, depth)
+        score = _rrf(embeddings, positives.vectors, eligible, depth)
         if has_neg:
             assert negatives is not None
-            score -= negative_weight * _rrf(similarities(embeddings, negatives.vectors),
-                                            eligible, depth)
+            score -= negative_weight * _rrf(embeddings, negatives.vectors, eligible, depth)
     else:  # pragma: no cover - guarded by the query model
         raise ValueError(f"unknown strategy {strategy!r}")
     score = np.where(eligible, score, -np.inf).astype(np.float32)

@@ -141,6 +141,12 @@ class MaskStates:
     def eligible(self, states: list[str]) -> np.ndarray:
         return np.isin(self.codes, [STATE_CODE[s] for s in states])
 
+    def eligible_at(self, states: list[str]) -> tuple[np.ndarray, int]:
+        return self.eligible(states), 0
+
+    def changed_since(self, seq: int) -> np.ndarray:
+        return np.empty(0, np.int64)
+
 
 def miner_of(snap: Snapshot, states: RowStates | MaskStates, exact: bool = False) -> Miner:
     return Miner(snap, states, None, searcher=None if exact else searcher_of(snap))

@@ -22,7 +22,7 @@ POSITIVE = "im0000"
 def mined_ids(built: Any, filters: dict[str, Any], loader: Any = None) -> set[str]:
     runtime = Runtime(built.path, **({"loader": loader} if loader else {}))
     positive = built.ids[0]
-    result = runtime.current().miner.mine(MineQuery(positive_ids=[positive], k=10_000, filters=filters,
+    result = runtime.current().miner.mine(MineQuery(positive_ids=[positive], k=1000, filters=filters,
                                                     include_states=ALL_STATES))
     assert result.eligible == len(result.candidates)
     return {c.image_id for c in result.candidates}
@@ -112,6 +112,10 @@ def test_unknown_column_names_the_valid_ones(make_byo_bundle: Make) -> None:
     {"timestamp": {"gte": "2024-13-45"}},
     {"timestamp": True},
     {"timestamp": {"lt": 1e20}},  # out of range for any clock
+    {"time_of_day": 5},  # a number on a string column
+    {"time_of_day": {"in": ["night", 3]}},
+    {"time_of_day": {"ne": 2.5}},
+    {"sequence_id": True},
 ])
 def test_wrong_type_is_a_filter_error(make_byo_bundle: Make, filters: dict[str, Any]) -> None:
     miner = Runtime(make_byo_bundle(n=20).path).current().miner
@@ -133,7 +137,16 @@ def test_filter_leaving_nothing_is_an_empty_result(make_byo_bundle: Make, filter
     assert result.candidates == [] and result.eligible == 0 and result.next_offset is None
 
 
-@pytest.mark.parametrize("spec", [{}, {"eq": None}, {"eq": None, "in": None}, {"between": [1, 2]}])
+def test_number_on_string_column_names_column_and_type(make_byo_bundle: Make, open_client: Make) -> None:
+    built = make_byo_bundle(n=20)
+    response = open_client(built.path).post("/v1/mine", json={"positive_ids": [POSITIVE],
+                                                              "filters": {"time_of_day": 5}})
+    assert response.status_code == 422
+    assert "'time_of_day'" in response.json()["detail"] and "string" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("spec", [{}, {"eq": None}, {"eq": None, "in": None}, {"between": [1, 2]},
+                                  {"gt": True}, {"lte": False}])
 def test_empty_or_unknown_condition_is_rejected_by_the_query(spec: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         MineQuery(positive_ids=[POSITIVE], filters={"frame": spec})
@@ -150,6 +163,25 @@ def test_nulls_never_pass() -> None:
     mask = filter_mask(table, parsed({"weather": {"not_in": ["sun"]}, "frame": {"gte": 0}}))
     assert mask is not None and mask.tolist() == [True, False, False, False]
     assert filter_mask(table, {}) is None
+
+
+def test_nan_metadata_never_passes() -> None:
+    nan = float("nan")
+    table = pa.table({"image_id": ["a", "b", "c", "d", "e"],
+                      "speed": pa.array([1.0, nan, 3.0, None, 5.0], pa.float64()),
+                      "ratio": pa.array([0.5, 0.5, nan, 0.5, 0.5], pa.float32())})
+
+    def rows(filters: dict[str, Any]) -> list[str]:
+        mask = filter_mask(table, dict(MineQuery(positive_ids=["a"], filters=filters).filters))
+        assert mask is not None
+        return [i for i, keep in zip(table.column("image_id").to_pylist(), mask.tolist(), strict=True) if keep]
+
+    assert rows({"speed": {"ne": 3.0}}) == ["a", "e"]
+    assert rows({"speed": {"not_in": [3.0, 7.0]}}) == ["a", "e"]
+    assert rows({"speed": {"gte": 0}}) == ["a", "c", "e"]
+    assert rows({"speed": {"lt": 100}, "ratio": {"ne": 1.0}}) == ["a", "e"]
+    assert rows({"ratio": {"not_in": [9.0]}}) == ["a", "b", "d", "e"]
+    assert rows({"ratio": 0.5}) == ["a", "b", "d", "e"]
 
 
 def test_fractional_range_on_integer_column_compares_as_float(make_byo_bundle: Make) -> None:

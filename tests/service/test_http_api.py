@@ -27,7 +27,7 @@ def test_mine_happy_path(image_bundle: Any, open_client: Make, reference: Make, 
                                              "k": 7, "strategy": "mean", "filters": {"time_of_day": ["day", "night"]}})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"candidates", "eligible", "offset", "next_offset", "bundle_version", "model",
+    assert set(body) == {"candidates", "eligible", "offset", "next_offset", "next_cursor", "bundle_version", "model",
                          "strategy", "timings"}
     assert body["bundle_version"] == 1 and body["model"] == "fake/v1" and body["strategy"] == "mean"
     assert set(body["timings"]) == {"embed_ms", "search_ms", "total_ms"}

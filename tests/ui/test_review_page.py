@@ -469,3 +469,33 @@ def test_review_page_with_an_api_key(served_with_key: Served) -> None:
     export = served_with_key.api.get(export_href)
     assert export.status_code == 200 and len(export.text.splitlines()) == 2
     assert httpx.get(url + export_href.split("&token=")[0], trust_env=False).status_code == 401
+
+
+def test_load_next_pages_by_cursor(served: Served) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ids, api = served.url, served.ids, served.api
+    want = [c["image_id"] for c in api.post("/v1/mine", json={"positive_ids": [ids[0]], "k": 20}).json()["candidates"]]
+    bodies: list[dict[str, object]] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.set_default_timeout(10_000)
+            page.on("request", lambda r: bodies.append(json.loads(r.post_data or "{}"))
+                    if r.url.endswith("/v1/mine") else None)
+            page.goto(url)
+            expect(page.locator("body")).to_have_attribute("data-ready", "true")
+            page.fill("#ids-input", ids[0])
+            page.click("#ids-add")
+            page.fill("#opt-k", "10")
+            page.click("#mine-btn")
+            expect(page.locator("#grid .card")).to_have_count(10)
+            expect(page.locator("#load-more")).to_be_visible()
+            page.click("#load-more")
+            expect(page.locator("#grid .card")).to_have_count(20)
+            labels = page.locator("#grid .card").evaluate_all("cards => cards.map(c => c.getAttribute('aria-label'))")
+        finally:
+            browser.close()
+    assert labels == [f"rank {i + 1}: {image_id}" for i, image_id in enumerate(want)]
+    assert "cursor" not in bodies[0] and bodies[1]["cursor"] and "offset" not in bodies[1]

@@ -15,6 +15,7 @@ from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.models.base import ModelUnavailable
 from edgemine.service.batches import UnknownBatch
 from edgemine.service.filters import FilterError
+from edgemine.service.limits import ECHO_ID_CHARS, MAX_ECHOED_IDS, clip_echo, shorten
 from edgemine.service.miner import QueryError
 
 log = logging.getLogger("edgemine.service")
@@ -36,11 +37,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+        # Errors carry the offending input: cut it, or a 50 MB list comes straight back.
+        errors = [{**e, "input": clip_echo(e.get("input")), "loc": clip_echo(list(e.get("loc", ())))}
+                  if isinstance(e, dict) else e for e in exc.errors()]
+        return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, status_code=422)
 
     @app.exception_handler(UnknownImageIds)
     async def unknown_ids(_: Request, exc: UnknownImageIds) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "unknown_ids": exc.ids}, status_code=404)
+        # At most MAX_ECHOED_IDS ids, each cut short: the detail says how many there were.
+        shown = [shorten(i, ECHO_ID_CHARS) for i in exc.ids[:MAX_ECHOED_IDS]]
+        return JSONResponse({"detail": str(exc), "unknown_ids": shown}, status_code=404)
 
     @app.exception_handler(UnknownBatch)
     async def unknown_batch(_: Request, exc: UnknownBatch) -> JSONResponse:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgemine.service import limits
 from edgemine.service.api.deps import LoadedDep, SettingsDep, StateDep
 from edgemine.service.batches import (
     Batch,
@@ -26,7 +27,8 @@ class LabelRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_ids: list[str] = Field(min_length=1, max_length=100_000)
+    image_ids: list[Annotated[str, Field(max_length=limits.MAX_ID_CHARS)]] = Field(
+        min_length=1, max_length=limits.MAX_LABEL_IDS)
     state: Literal["labeled", "queued", "unlabeled"] = "labeled"
 
 

@@ -343,7 +343,7 @@ async function runMine(request, { append = false } = {}) {
   try {
     const result = await API.mine(request.query, request.files, controller.signal);
     if (app.mining !== controller) return null;
-    app.current = { ...request, nextOffset: result.next_offset, eligible: result.eligible, ms: result.timings?.total_ms };
+    app.current = { ...request, nextCursor: result.next_cursor, eligible: result.eligible, ms: result.timings?.total_ms };
     if (append) results.addItems(result.candidates);
     else {
       results.setItems(result.candidates);
@@ -359,8 +359,8 @@ async function runMine(request, { append = false } = {}) {
       notify(result.candidates.length ? "" : "info",
         ...(result.candidates.length ? [] : ["No eligible candidates: every image is queued, labeled, an example, excluded or filtered out."]));
     }
-    ui.loadMore.hidden = result.next_offset == null;
-    ui.loadMore.textContent = `Load next ${plural(request.query.k, "candidate")} (offset ${fmtInt(result.next_offset ?? 0)})`;
+    ui.loadMore.hidden = result.next_cursor == null;
+    ui.loadMore.textContent = `Load next ${plural(request.query.k, "candidate")} (after rank ${fmtInt(result.next_offset ?? 0)})`;
     return result;
   } catch (err) {
     if (app.mining === controller) showError(err, "Mining");
@@ -378,8 +378,10 @@ async function runMine(request, { append = false } = {}) {
 
 function loadNextPage() {
   const cur = app.current;
-  if (!cur || cur.nextOffset == null) return;
-  runMine({ ...cur, query: { ...cur.query, offset: cur.nextOffset } }, { append: true });
+  if (!cur || cur.nextCursor == null) return;
+  // A cursor, not an offset: pages continue after the last candidate even once earlier ones are queued.
+  const { offset: _offset, ...query } = cur.query;
+  runMine({ ...cur, query: { ...query, cursor: cur.nextCursor } }, { append: true });
 }
 
 function nearestThumb(label) {
@@ -457,7 +459,7 @@ async function queueAccepted(event) {
   if (!accepted.length) return;
   if (!name) { ui.batchName.focus(); notify("error", "Give the batch a name."); return; }
   const cur = app.current;
-  const { offset: _offset, ...query } = cur.query;
+  const { offset: _offset, cursor: _cursor, ...query } = cur.query;
   if (cur.files.length) query.uploads = cur.files.map((f) => f.name);
   ui.queueBtn.disabled = true;
   let batch;
@@ -487,7 +489,8 @@ async function queueAccepted(event) {
   refreshBatches(batch.batch_id);
   refreshHealth();
   // Re-run the same query: queued images are no longer eligible, so they must not come back.
-  const result = await runMine({ ...cur, query: { ...cur.query, offset: 0 } });
+  const { cursor: _pageCursor, ...firstPage } = cur.query;
+  const result = await runMine({ ...cur, query: { ...firstPage, offset: 0 } });
   if (!result) return;
   const back = result.candidates.filter((c) => queuedIds.includes(c.image_id));
   const rerun = back.length

@@ -1,0 +1,78 @@
+"""Opaque paging cursors: where the previous page of a query ended, in (score desc, row) order."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from edgemine.service.query import MineQuery
+
+CURSOR_VERSION = 1
+
+
+class CursorError(ValueError):
+    """A cursor is malformed or belongs to another query."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The last candidate a page returned, and what is needed to continue after it.
+
+    `seq` is the labeling event number the page saw: rows whose state changed since then are
+    ranked as they were (so rrf ranks and diversity caps of the earlier pages are reproduced),
+    but only rows eligible now are returned.
+    """
+
+    query: str  # digest of everything that shapes the ranking (not k, offset or cursor)
+    version: int  # bundle version of the page (rows are renumbered across versions)
+    seq: int
+    rank: int  # candidates returned so far, up to and including this one
+    score: float
+    row: int
+    image_id: str
+
+
+def query_digest(query: MineQuery, upload_digests: Sequence[str] = ()) -> str:
+    """Return a short digest of the query's ranking inputs (uploads by content)."""
+    shape = query.model_dump(mode="json", by_alias=True, exclude={"k", "offset", "cursor"})
+    text = json.dumps([shape, list(upload_digests)], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def upload_digest(data: bytes) -> str:
+    """Return the digest an uploaded file contributes to its query's digest."""
+    return hashlib.sha256(data).hexdigest()[:24]
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """Return the opaque string form of `cursor` (URL-safe base64 of JSON)."""
+    payload = [CURSOR_VERSION, *asdict(cursor).values()]
+    raw = json.dumps(payload, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(text: str, digest: str) -> Cursor:
+    """Parse a cursor given back by a client; CursorError if malformed or from another query."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        payload = json.loads(raw.decode("utf-8", "surrogatepass"))
+        version, query, bundle_version, seq, rank, score, row, image_id = payload
+        types = (int, str, int, int, int, float, int, str)
+        values = (version, query, bundle_version, seq, rank, score, row, image_id)
+        if any(isinstance(v, bool) or not isinstance(v, t) for v, t in zip(values, types, strict=True)):
+            raise ValueError("wrong field types")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise CursorError("malformed cursor: pass next_cursor of the previous page unchanged") from exc
+    if version != CURSOR_VERSION:
+        raise CursorError(f"cursor format {version} is not supported; start again without a cursor")
+    if query != digest:
+        raise CursorError("the cursor belongs to another query: examples, filters and options must "
+                          "stay the same between pages (only k may change)")
+    if rank < 1 or seq < 0 or not math.isfinite(score):
+        raise CursorError("malformed cursor: pass next_cursor of the previous page unchanged")
+    return Cursor(query, bundle_version, seq, rank, score, row, image_id)
