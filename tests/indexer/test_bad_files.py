@@ -201,3 +201,18 @@ def test_sidecar_labeled_sets_the_state(tmp_path: Path, image_tree: tuple[Path, 
     snap = load_current(bundle)
     assert "labeled" not in snap.manifest.metadata_columns
     assert snap.record(snap.row_by_id[ids[1]])["weather"] == "sun"
+
+
+def test_file_replaced_by_a_pipe_after_the_scan_is_not_opened(tmp_path: Path, image_tree: tuple[Path, list[str]],
+                                                              fake_embedder: Any) -> None:
+    """The decode workers check again: a scanned image that became a named pipe fails, never blocks."""
+    from edgemine.indexer.pipeline import embed_items
+
+    root, ids = image_tree
+    items = scan_directory(root).items[:3]
+    Path(items[1].path or "").unlink()
+    os.mkfifo(items[1].path or "")
+    failed: list[tuple[str, str]] = []
+    stats = embed_items(items, fake_embedder, batch_size=2, workers=0, on_batch=lambda batch, vecs: None,
+                        on_failures=lambda bad: failed.extend((i.image_id, r) for i, r in bad), progress=False)
+    assert stats.embedded == 2 and failed == [(items[1].image_id, "not a regular file (named pipe)")]
