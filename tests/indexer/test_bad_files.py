@@ -208,7 +208,7 @@ def test_file_replaced_by_a_pipe_after_the_scan_is_not_opened(tmp_path: Path, im
     """The decode workers check again: a scanned image that became a named pipe fails, never blocks."""
     from edgemine.indexer.pipeline import embed_items
 
-    root, ids = image_tree
+    root, _ = image_tree
     items = scan_directory(root).items[:3]
     Path(items[1].path or "").unlink()
     os.mkfifo(items[1].path or "")
