@@ -216,3 +216,19 @@ def test_file_replaced_by_a_pipe_after_the_scan_is_not_opened(tmp_path: Path, im
     stats = embed_items(items, fake_embedder, batch_size=2, workers=0, on_batch=lambda batch, vecs: None,
                         on_failures=lambda bad: failed.extend((i.image_id, r) for i, r in bad), progress=False)
     assert stats.embedded == 2 and failed == [(items[1].image_id, "not a regular file (named pipe)")]
+
+
+def test_unlistable_directory_is_a_failure_naming_it(tmp_path: Path, image_tree: tuple[Path, list[str]],
+                                                     fake_model: ModelChoice, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, ids = image_tree
+    real = os.scandir
+
+    def scandir(path: Any) -> Any:  # chmod 000 does not stop root, which the tests may run as
+        if os.fspath(path).endswith("g1"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = index(root, tmp_path / "bundle", fake_model)
+    assert report.added == len([i for i in ids if not i.startswith("g1/")])
+    assert reasons(report) == {"g1/": "directory cannot be listed: Permission denied"}
