@@ -65,6 +65,7 @@ class IndexInfo(BaseModel):
     bytes_per_vector: float = 0.0
     tuned_k: int | None = None
     recall_at_k: float | None = None  # measured against exact search on held-out queries
+    held_out_queries: int | None = None  # tuning queries outside the training sample (0: none left)
     target_recall: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None

@@ -48,6 +48,9 @@ def model_choice(model: str, pretrained: str, device: str | None, batch_size: in
 def read_source(source: Path, metadata: Path | None, image_root: Path | None) -> Source:
     """Read a directory tree or a manifest table."""
     if source.is_dir():
+        if image_root is not None:
+            raise SourceError("--image-root is for manifests and --embeddings: a directory source is "
+                              "its own image root")
         return scan_directory(source, metadata)
     if source.suffix.lower() in TABLE_SUFFIXES:
         return read_manifest_source(source, image_root)
@@ -89,7 +92,8 @@ def index(
         help="Pretrained tag, checkpoint file, or 'none' (random weights).")] = DEFAULT_PRETRAINED,
     metadata: Annotated[Path | None, typer.Option(help="Metadata table keyed by image_id (directory sources).")] = None,
     image_root: Annotated[Path | None, typer.Option(
-        help="Directory the service may serve images from (manifest sources).")] = None,
+        help="Folder the service may serve images from, for a manifest or --embeddings whose paths "
+             "lie outside the file's own folder (the default root).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass and per journal commit.")] = 64,
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or unset for CUDA when available.")] = None,
@@ -106,7 +110,7 @@ def index(
         if (source is None) == (embeddings is None):
             raise SourceError("give exactly one of SOURCE or --embeddings FILE")
         if embeddings is not None:
-            src = read_embeddings_source(embeddings)
+            src = read_embeddings_source(embeddings, image_root)
             choice = ModelChoice(ModelInfo(identity=f"byo:{embedding_model}",
                                            name=embedding_model, pretrained="external"), None)
         else:

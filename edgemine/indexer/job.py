@@ -139,15 +139,22 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
 
         vectors: dict[str, Vectors] = {}
         todo: list[SourceItem] = []
+        failures: list[tuple[SourceItem, str]] = [(i, i.error or "") for i in source.rejected]
         for row, item in enumerate(source.items):
-            if old.get(item.image_id) == item.fingerprint:
+            if item.error is not None:  # unusable file (pipe, broken link, bad sidecar): never opened
+                failures.append((item, item.error))
+                if prev is not None and item.image_id in prev.row_by_id:
+                    # It stays indexed as it was, metadata included, until it is fixed.
+                    record = prev.record(prev.row_by_id[item.image_id])
+                    item.metadata = {k: v for k, v in record.items() if k not in RESERVED_COLUMNS}
+            elif old.get(item.image_id) == item.fingerprint:
                 report.unchanged += 1
             elif source.vectors is not None:
                 vectors[item.image_id] = source.vectors[row]
             else:
                 todo.append(item)
+        state.record_failures((i.image_id, i.path, r) for i, r in failures)
 
-        failures: list[tuple[SourceItem, str]] = []
         if todo:
             assert model.load is not None
             embedder = model.load()
@@ -269,7 +276,8 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     embeddings = np.concatenate([np.asarray(rows_vectors, np.float32).reshape(-1, dim),
                                  kept_vectors]).astype(np.float32)
 
-    changed = report.added or report.updated or report.removed or rebuild or prev is None
+    changed = (report.added or report.updated or report.removed or rebuild or prev is None
+               or prev.manifest.image_roots != sorted(source.image_roots))
     # Row order alone (kept rows move to the end) is no change: compare in vec_id order.
     if not changed and prev is not None and \
             catalog.sort_by("vec_id").equals(prev.catalog.sort_by("vec_id")):
@@ -287,7 +295,9 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         counts=Counts(images=catalog.num_rows, added=report.added, updated=report.updated,
                       removed=report.removed, failed=len(report.failed)),
         next_vec_id=next_vec_id,
-        image_roots=sorted(set(source.image_roots) | set(prev.manifest.image_roots if prev else [])),
+        # Declared by this run's source, never unioned with older runs: kept rows of an earlier
+        # source outside these roots are no longer served (403) until re-indexed or pruned.
+        image_roots=sorted(source.image_roots),
         metadata_columns=meta_cols,
         created_at=utc_text(prev.manifest.created_at) if prev else now,
         updated_at=now,

@@ -12,6 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from edgemine.indexer.files import probe_file
 from edgemine.indexer.sources import SourceItem
 from edgemine.models.base import Embedder
 from edgemine.models.images import decode_image
@@ -32,6 +33,11 @@ class _ImageDataset(Dataset[tuple[int, Any, str | None]]):
         item = self.items[idx]
         if item.path is None:
             return idx, None, "no path"
+        # Checked again here (the file may have changed since the scan): opening a named pipe
+        # would block this worker forever.
+        _, error = probe_file(item.path)
+        if error is not None:
+            return idx, None, error
         try:
             return idx, self.preprocess(decode_image(item.path, self.min_side)), None
         except ValueError as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,11 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgemine.indexer.files import UNREADABLE, as_labeled, is_utf8, printable, probe_file, read_sidecar
 from edgemine.models.vectors import Vectors, l2_normalize
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # Column names a source may carry that are not user metadata.
 SPECIAL_COLUMNS = frozenset({"image_id", "path", "labeled", "embedding"})
+# Read as text whatever they look like: "007" must not become 7, nor "2024-05-01" a timestamp.
+TEXT_COLUMNS = ("image_id", "path")
 
 
 class SourceError(ValueError):
@@ -34,6 +36,7 @@ class SourceItem:
     fingerprint: str
     metadata: dict[str, Any] = field(default_factory=dict)
     labeled: bool = False
+    error: str | None = None  # why the file cannot be used this run: reported, never opened
 
 
 @dataclass
@@ -43,8 +46,10 @@ class Source:
     kind: Literal["directory", "manifest", "embeddings"]
     location: Path
     items: list[SourceItem]
-    image_roots: list[str]
+    image_roots: list[str]  # declared, never derived from the rows' paths
     vectors: Vectors | None = None  # only for precomputed embeddings, rows match items
+    # Entries that cannot even be items (a file name that is not UTF-8): reported as failures only.
+    rejected: list[SourceItem] = field(default_factory=list)
 
 
 def check_metadata(items: list[SourceItem]) -> None:
@@ -62,24 +67,17 @@ def check_metadata(items: list[SourceItem]) -> None:
             ) from exc
 
 
-def _file_fingerprint(path: Path) -> str:
-    # Size + mtime: detects changed files without reading millions of them on each re-run.
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def read_table(path: Path) -> pa.Table:
-    """Read a CSV, JSONL or Parquet file into an Arrow table (types inferred)."""
+    """Read a CSV, JSONL or Parquet file into an Arrow table; image_id and path are read as text."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
             import pyarrow.csv as pacsv
 
-            return pacsv.read_csv(path)
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in TEXT_COLUMNS}))
         if suffix in (".jsonl", ".ndjson", ".json"):
-            import pyarrow.json as pajson
-
-            return pajson.read_json(path)
+            return _read_json(path)
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
@@ -89,13 +87,37 @@ def read_table(path: Path) -> pa.Table:
     raise SourceError(f"{path}: unsupported table format {suffix!r} (use .csv, .jsonl or .parquet)")
 
 
+def _read_json(path: Path) -> pa.Table:
+    import pyarrow.json as pajson
+
+    schema = pa.schema([(c, pa.string()) for c in TEXT_COLUMNS])
+    try:
+        table = pajson.read_json(path, parse_options=pajson.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="infer"))
+    except pa.ArrowInvalid as exc:
+        if any(f"Column(/{c})" in str(exc) for c in TEXT_COLUMNS):
+            raise SourceError(f"cannot read {path}: {exc}; image_id and path must be JSON strings "
+                              '(write "007", not 7)') from exc
+        raise
+    # The explicit schema adds its columns even to files without them: drop those again, so that
+    # a missing column is reported as missing.
+    absent = [c for c in TEXT_COLUMNS if table.column(c).null_count == table.num_rows]
+    return table.drop_columns(absent) if absent else table
+
+
 def _require_ids(table: pa.Table, where: Path) -> list[str]:
     if "image_id" not in table.column_names:
         raise SourceError(f"{where} has no 'image_id' column (columns: {table.column_names})")
     column = table.column("image_id")
-    if column.null_count:
-        raise SourceError(f"{where}: {column.null_count} rows have an empty image_id")
-    ids = [str(x) for x in column.cast(pa.string()).to_pylist()]
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)):
+        raise SourceError(f"{where}: image_id must be text (or integers), not {column.type}")
+    values = column.cast(pa.string()).to_pylist()
+    empty = [row for row, value in enumerate(values, start=1) if value is None or not value.strip()]
+    if empty:
+        raise SourceError(f"{where}: {len(empty)} rows have an empty image_id (first: row {empty[0]} "
+                          "of the table); every image needs an id")
+    ids = [str(value) for value in values]
     dupes = [i for i, n in Counter(ids).items() if n > 1]
     if dupes:
         shown = ", ".join(repr(d) for d in sorted(dupes)[:10])
@@ -106,15 +128,10 @@ def _require_ids(table: pa.Table, where: Path) -> list[str]:
 def _labeled_column(table: pa.Table, where: Path) -> list[bool]:
     if "labeled" not in table.column_names:
         return [False] * table.num_rows
-    truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False,
-             "": False, "none": False}
-    out = []
-    for value in table.column("labeled").to_pylist():
-        key = str(value).strip().lower() if value is not None else ""
-        if key not in truth:
-            raise SourceError(f"{where}: 'labeled' must be a boolean, got {value!r}")
-        out.append(truth[key])
-    return out
+    try:
+        return [as_labeled(value) for value in table.column("labeled").to_pylist()]
+    except ValueError as exc:
+        raise SourceError(f"{where}: {exc}") from exc
 
 
 def _metadata_rows(table: pa.Table) -> list[dict[str, Any]]:
@@ -123,10 +140,11 @@ def _metadata_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def scan_directory(root: Path, metadata_file: Path | None = None) -> Source:
-    """List images under `root` (recursive); ids are paths relative to root.
+    """List images under `root` (recursive); ids are paths relative to root, the root is the image root.
 
     Metadata comes from an optional table keyed by image_id and from per-image JSON sidecars
-    (`frame.jpg.json`), the sidecar winning.
+    (`frame.jpg.json`), the sidecar winning. A file that cannot be used (not a regular file, a
+    broken symlink, a bad sidecar, a name that is not UTF-8) is a failure of that image alone.
     """
     root = root.expanduser().resolve()
     if not root.is_dir():
@@ -139,27 +157,81 @@ def scan_directory(root: Path, metadata_file: Path | None = None) -> Source:
         extra = dict(zip(ids, _metadata_rows(table), strict=True))
         labeled = dict(zip(ids, _labeled_column(table, metadata_file), strict=True))
     items: list[SourceItem] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    rejected: list[SourceItem] = []
+
+    def unreadable_dir(exc: OSError) -> None:
+        where = printable(os.path.relpath(exc.filename, root)) if exc.filename else "?"
+        rejected.append(SourceItem(where + "/", printable(str(exc.filename)), UNREADABLE,
+                                   error=f"directory cannot be listed: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable_dir):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             path = Path(dirpath) / name
             image_id = path.relative_to(root).as_posix()
-            metadata = dict(extra.get(image_id, {}))
+            if not is_utf8(str(path)):
+                rejected.append(SourceItem(printable(image_id), printable(str(path)), UNREADABLE,
+                                           error="file name is not valid UTF-8; rename the file"))
+                continue
+            fingerprint, error = probe_file(path)
+            item = SourceItem(image_id, str(path), fingerprint, dict(extra.get(image_id, {})),
+                              labeled.get(image_id, False), error)
             sidecar = path.with_name(name + ".json")
-            if sidecar.is_file():
+            if error is None and os.path.lexists(sidecar):
                 try:
-                    metadata.update(json.loads(sidecar.read_text()))
-                except (ValueError, OSError) as exc:
-                    raise SourceError(f"sidecar {sidecar} is not valid JSON: {exc}") from exc
-            items.append(SourceItem(image_id, str(path), _file_fingerprint(path), metadata,
-                                    labeled.get(image_id, False)))
-    return Source("directory", root, items, [str(root)])
+                    more, flag = read_sidecar(sidecar)
+                except ValueError as exc:
+                    item.error = str(exc)
+                else:
+                    item.metadata.update(more)
+                    item.labeled = item.labeled if flag is None else flag
+            items.append(item)
+    return Source("directory", root, items, [str(root)], rejected=rejected)
+
+
+def _declared_root(table_file: Path, image_root: Path | None) -> Path:
+    if image_root is None:
+        return table_file.parent
+    root = Path(os.path.realpath(image_root.expanduser()))
+    if not root.is_dir():
+        raise SourceError(f"--image-root {image_root} is not a directory")
+    return root
+
+
+def _check_inside(items: list[SourceItem], root: Path, where: Path, declared: bool) -> None:
+    """Refuse rows whose (symlink-resolved) path lies outside the declared image root."""
+    prefix = str(root)
+    outside = [i for i in items if i.path is not None
+               and os.path.commonpath([i.path, prefix]) != prefix]
+    if not outside:
+        return
+    first = outside[0]
+    more = f" (and {len(outside) - 1} more rows)" if len(outside) > 1 else ""
+    if declared:
+        fix = (f"lies outside --image-root {root}{more}; only files under the declared image root "
+               "can be indexed")
+    else:
+        fix = (f"lies outside the folder of {where.name} ({root}){more}; pass --image-root DIR, "
+               "a folder holding every image, to index files elsewhere")
+    raise SourceError(f"{where}: image {first.image_id!r} has path {first.path}, which {fix}")
+
+
+def _resolve(base: Path, raw: str, image_id: str, where: Path) -> str:
+    if "\0" in raw:
+        raise SourceError(f"{where}: image {image_id!r} has a path with a NUL byte")
+    # realpath, not Path.resolve: it follows symlinks (the root check must see their targets)
+    # and does not raise on a symlink loop (that file then fails alone).
+    return os.path.realpath(base / raw)
 
 
 def read_manifest_source(manifest: Path, image_root: Path | None = None) -> Source:
-    """Read a manifest (image_id, path, metadata..., optional labeled); paths relative to it."""
+    """Read a manifest (image_id, path, metadata..., optional labeled); paths relative to it.
+
+    The image root is `image_root` when given, else the manifest's folder; a path outside it is
+    an error naming the row.
+    """
     manifest = manifest.expanduser().resolve()
     if not manifest.is_file():
         raise SourceError(f"manifest {manifest} does not exist")
@@ -170,21 +242,24 @@ def read_manifest_source(manifest: Path, image_root: Path | None = None) -> Sour
     raw_paths = table.column("path").cast(pa.string()).to_pylist()
     labeled = _labeled_column(table, manifest)
     metadata = _metadata_rows(table)
+    root = _declared_root(manifest, image_root)
     items = []
     for image_id, raw, meta, lab in zip(ids, raw_paths, metadata, labeled, strict=True):
         if not raw:
             raise SourceError(f"{manifest}: image {image_id!r} has an empty path")
-        path = (manifest.parent / raw).resolve()
-        fingerprint = _file_fingerprint(path) if path.is_file() else "missing"
-        items.append(SourceItem(image_id, str(path), fingerprint, meta, lab))
-    roots = [str(image_root.expanduser().resolve())] if image_root else [
-        os.path.commonpath([os.path.dirname(i.path) for i in items if i.path]) if items else
-        str(manifest.parent)]
-    return Source("manifest", manifest, items, roots)
+        path = _resolve(manifest.parent, raw, image_id, manifest)
+        fingerprint, error = probe_file(path)
+        items.append(SourceItem(image_id, path, fingerprint, meta, lab, error))
+    _check_inside(items, root, manifest, image_root is not None)
+    return Source("manifest", manifest, items, [str(root)])
 
 
-def read_embeddings_source(path: Path) -> Source:
-    """Read precomputed embeddings: Parquet with image_id, embedding (list of floats), metadata."""
+def read_embeddings_source(path: Path, image_root: Path | None = None) -> Source:
+    """Read precomputed embeddings: Parquet with image_id, embedding (list of floats), metadata.
+
+    Optional paths (relative to the file) must lie under `image_root`, or under the file's folder
+    when it is not given; without any path the bundle has no image root.
+    """
     path = path.expanduser().resolve()
     if not path.is_file():
         raise SourceError(f"embeddings file {path} does not exist")
@@ -208,12 +283,13 @@ def read_embeddings_source(path: Path) -> Source:
         raise SourceError(f"{path}: {exc}") from exc
     raw_paths = (table.column("path").cast(pa.string()).to_pylist()
                  if "path" in table.column_names else [None] * len(ids))
+    root = _declared_root(path, image_root)
     items = []
     for row, (image_id, meta, lab, raw) in enumerate(zip(
             ids, _metadata_rows(table), _labeled_column(table, path), raw_paths, strict=True)):
-        resolved = str((path.parent / raw).resolve()) if raw else None
+        resolved = _resolve(path.parent, raw, image_id, path) if raw else None
         digest = hashlib.sha1(vectors[row].tobytes()).hexdigest()[:16]
         items.append(SourceItem(image_id, resolved, f"vec:{digest}", meta, lab))
-    paths_known = [os.path.dirname(i.path) for i in items if i.path]
-    roots = [os.path.commonpath(paths_known)] if paths_known else []
-    return Source("embeddings", path, items, roots, vectors)
+    _check_inside(items, root, path, image_root is not None)
+    has_paths = image_root is not None or any(i.path for i in items)
+    return Source("embeddings", path, items, [str(root)] if has_paths else [], vectors)

@@ -14,6 +14,8 @@ from edgemine.search.kmeans import assign, spherical_kmeans
 from edgemine.search.plan import IndexPlan
 
 ADD_CHUNK = 100_000
+# Fewest rows to train on: a PQ codebook has 256 centroids per sub-quantizer.
+MIN_TRAIN = 256
 
 
 @dataclass
@@ -21,7 +23,7 @@ class BuildStats:
     """How a build went."""
 
     train_size: int = 0
-    train_rows: npt.NDArray[np.int64] | None = None  # held out from tuning queries
+    train_rows: npt.NDArray[np.int64] | None = None  # tuning queries are drawn from the other rows
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -47,23 +49,31 @@ def new_index(plan: IndexPlan, d: int) -> Any:
     return index
 
 
-def train_sample_size(n: int, nlist: int | None) -> int:
-    """Return how many vectors to train on: 64 per list (at least 20k), at most n."""
-    if not nlist:
-        return min(n, 100_000)
-    return int(min(n, max(64 * nlist, 20_000)))
+def train_sample_size(n: int, nlist: int | None, hold_out: int = 0) -> int:
+    """Return how many vectors to train on: 64 per list (at least 20k), at most n - hold_out.
+
+    `hold_out` rows are left out for the tuning queries, unless that would leave fewer than
+    MIN_TRAIN rows or one per list (a tiny index then trains on everything).
+    """
+    size = min(n, 100_000) if not nlist else int(min(n, max(64 * nlist, 20_000)))
+    floor = min(n, max(nlist or 0, MIN_TRAIN))
+    return max(min(size, n - hold_out), floor)
 
 
 def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPlan,
-                seed: int = 0) -> tuple[Any, BuildStats]:
-    """Train (on a random sample: recorded data is ordered in time) and fill an index."""
+                seed: int = 0, hold_out: int = 0) -> tuple[Any, BuildStats]:
+    """Train (on a random sample: recorded data is ordered in time) and fill an index.
+
+    At least `hold_out` rows stay out of the training sample when there are enough (see
+    `train_sample_size`), so that tuning can measure recall on rows the index was not trained on.
+    """
     started = time.perf_counter()
     n, d = vectors.shape
     index = new_index(plan, d)
     stats = BuildStats()
     ivf = ivf_of(index)
     if not index.is_trained:
-        size = train_sample_size(n, plan.nlist or (ivf.nlist if ivf is not None else None))
+        size = train_sample_size(n, plan.nlist or (ivf.nlist if ivf is not None else None), hold_out)
         rng = np.random.default_rng(seed)
         stats.train_rows = np.sort(rng.choice(n, size, replace=False))
         sample = np.ascontiguousarray(vectors[stats.train_rows], np.float32)

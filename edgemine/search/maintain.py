@@ -22,6 +22,7 @@ from edgemine.search.tune import tune
 RETRAIN_AFTER_GROWTH = 0.5
 TARGET_RECALL = 0.95
 TUNE_K = 100
+TUNE_QUERIES = 200  # rows kept out of the training sample to measure recall on
 
 
 def _incremental_ok(prev: IndexInfo | None, plan: IndexPlan, n: int, removed: int) -> bool:
@@ -72,16 +73,16 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
             "build_seconds": round(time.perf_counter() - started, 3),
             "bytes_per_vector": round(index_bytes(index) / max(n, 1), 2)})
         return index, info
-    index, stats = build_index(embeddings, vec_ids, plan, seed=seed)
+    index, stats = build_index(embeddings, vec_ids, plan, seed=seed,
+                               hold_out=0 if plan.exact else TUNE_QUERIES)
     info = IndexInfo(type=plan.kind, factory="IDMap2,Flat" if plan.exact else plan.factory,
                      reason=plan.reason, nlist=plan.nlist or (ivf_of(index).nlist if ivf_of(index) else None),
                      train_size=stats.train_size, trained_on=n)
     if not plan.exact:
         searcher = Searcher(index, plan.kind, {}, vec_ids)
-        held_out = stats.train_rows if stats.train_rows is not None and len(stats.train_rows) < n - 200 else None
         result = tune(searcher, embeddings, k=min(TUNE_K, max(1, n - 1)), target=TARGET_RECALL,
-                      exclude_rows=held_out, seed=seed + 1)
-        info.search_params = result.params
+                      n_queries=TUNE_QUERIES, exclude_rows=stats.train_rows, seed=seed + 1)
+        info.search_params, info.held_out_queries = result.params, result.held_out_queries
         info.tuned_k, info.recall_at_k, info.target_recall = result.k, round(result.recall, 4), TARGET_RECALL
         info.p50_ms, info.p99_ms = round(result.p50_ms, 3), round(result.p99_ms, 3)
     info.build_seconds = round(time.perf_counter() - started, 3)

@@ -1,8 +1,10 @@
 """Tune search parameters at build time to a target recall, and measure what they cost.
 
-Queries are stored vectors that were not in the training sample, each excluded from its own
-results, as in mining (an example never comes back as its own candidate). Ground truth is exact
-inner-product search over the stored float32 embeddings.
+Queries are stored vectors that were not in the training sample (the build leaves enough rows
+out), each excluded from its own results, as in mining (an example never comes back as its own
+candidate). Only an index too small to leave any row out is tuned on training rows, and then
+records 0 held-out queries. Ground truth is exact inner-product search over the stored float32
+embeddings.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class TuneResult:
     p99_ms: float = 0.0
     queries: int = 0
     met_target: bool = True
+    held_out_queries: int = 0  # queries outside `exclude_rows` (all of them unless none were left)
 
 
 def exact_topk(embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
@@ -69,11 +72,18 @@ def measure(searcher: Searcher, embeddings: Vectors, queries: Vectors, qrows: np
 
 def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float = 0.95,
          n_queries: int = 200, exclude_rows: npt.NDArray[np.int64] | None = None, seed: int = 1) -> TuneResult:
-    """Pick the cheapest parameters reaching `target` recall@k (or the best found, flagged)."""
+    """Pick the cheapest parameters reaching `target` recall@k (or the best found, flagged).
+
+    Queries are drawn from the rows not in `exclude_rows` (the training sample); only when it
+    covers every row are they drawn from it, and `held_out_queries` is then 0.
+    """
     if searcher.exact:
         return TuneResult(k=k)
     rng = np.random.default_rng(seed)
     pool = np.setdiff1d(np.arange(searcher.n), exclude_rows if exclude_rows is not None else [])
+    held_out = len(pool) > 0
+    if not held_out:
+        pool = np.arange(searcher.n)
     qrows = np.sort(rng.choice(pool, min(n_queries, len(pool)), replace=False))
     queries = np.ascontiguousarray(embeddings[qrows], np.float32)
     k = min(k, searcher.n - 1)
@@ -90,7 +100,8 @@ def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float
             searcher.params = {key: float(value), "rerank_factor": rerank}
             recall, times = measure(searcher, embeddings, queries, qrows, truth, k)
             result = TuneResult(dict(searcher.params), recall, k, float(np.percentile(times, 50)),
-                                float(np.percentile(times, 99)), len(qrows), recall >= target)
+                                float(np.percentile(times, 99)), len(qrows), recall >= target,
+                                len(qrows) if held_out else 0)
             if best is None or _better(result, best):
                 best = result
             if recall >= target:

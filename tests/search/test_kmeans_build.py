@@ -81,7 +81,7 @@ def test_training_uses_a_random_sample_not_the_first_rows(kit: Any, monkeypatch:
         sampled.append(np.array(sample))
         return real_kmeans(sample, k, **kw)
 
-    monkeypatch.setattr(build_mod, "train_sample_size", lambda n, nlist: 1000)
+    monkeypatch.setattr(build_mod, "train_sample_size", lambda n, nlist, hold_out=0: 1000)
     monkeypatch.setattr(build_mod, "spherical_kmeans", spy)
     index, stats = build_index(X, np.arange(n, dtype=np.int64), choose_index(n, d, forced="IVF16,SQ8"))
     assert stats.train_size == 1000 and len(sampled) == 1 and len(sampled[0]) == 1000
@@ -104,6 +104,12 @@ def test_train_sample_size() -> None:
     assert train_sample_size(10**6, 64) == 20_000
     assert train_sample_size(10**7, 4096) == 64 * 4096
     assert train_sample_size(500_000, None) == 100_000
+    # leaving rows out for tuning queries, but never below one row per list nor 256 rows
+    assert train_sample_size(10_000, 64, hold_out=200) == 9_800
+    assert train_sample_size(60_000, 1024, hold_out=200) == 59_800
+    assert train_sample_size(10**6, 64, hold_out=200) == 20_000
+    assert train_sample_size(300, 8, hold_out=200) == 256
+    assert train_sample_size(5_000, 4096, hold_out=2_000) == 4096
 
 
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "IVF16,SQ8", "IVF16,PQ8x4fs", "IVF16_HNSW16,SQ8",

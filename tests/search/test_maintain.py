@@ -28,9 +28,9 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = maintain.build_index
 
-    def counting(vectors: Any, vec_ids: Any, plan: Any, seed: int = 0) -> Any:
+    def counting(vectors: Any, vec_ids: Any, plan: Any, seed: int = 0, hold_out: int = 0) -> Any:
         calls.append(len(vectors))
-        return real(vectors, vec_ids, plan, seed=seed)
+        return real(vectors, vec_ids, plan, seed=seed, hold_out=hold_out)
 
     monkeypatch.setattr(maintain, "build_index", counting)
     return calls
@@ -92,7 +92,7 @@ def test_incremental_runs_reuse_update_prune_and_retrain(kit: Any, tmp_path: Pat
     assert first.report.published and builds == [n0]
     snap1 = load_current(bundle)
     info1 = snap1.manifest.index
-    assert info1.trained_on == n0 and info1.train_size == n0 and info1.search_params
+    assert info1.trained_on == n0 and info1.train_size == n0 - maintain.TUNE_QUERIES and info1.search_params
     check_index_matches_catalog(kit, snap1)
 
     # Run 2: 10% new vectors (near-duplicates of the first 400) and 20 changed vectors.
@@ -160,7 +160,7 @@ def test_incremental_runs_reuse_update_prune_and_retrain(kit: Any, tmp_path: Pat
     snap5 = load_current(bundle)
     info5 = snap5.manifest.index
     assert builds == [n0, len(ids5)]
-    assert info5.trained_on == len(ids5) and info5.train_size == len(ids5)
+    assert info5.trained_on == len(ids5) and info5.train_size == len(ids5) - maintain.TUNE_QUERIES
     assert info5.recall_at_k is not None and info5.recall_at_k >= 0.95
     check_index_matches_catalog(kit, snap5)
     assert finds_itself(kit, snap5, snap5.rows_of(ids5[-extra::40])) >= 0.95

@@ -110,7 +110,7 @@ def test_held_out_queries_exclude_the_given_rows(ivf: Any, data: np.ndarray, mon
 def test_make_index_tunes_on_rows_outside_the_training_sample(kit: Any, data: np.ndarray,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The manifest's recall is measured on held-out queries (when the sample leaves enough out)."""
-    monkeypatch.setattr(build_mod, "train_sample_size", lambda n, nlist: 2000)
+    monkeypatch.setattr(build_mod, "train_sample_size", lambda n, nlist, hold_out=0: 2000)
     trained: list[np.ndarray] = []
     real_kmeans = build_mod.spherical_kmeans
 
@@ -137,13 +137,15 @@ def test_manifest_of_a_forced_ivf_bundle(kit: Any, data: np.ndarray, tmp_path: P
     assert info.tuned_k == 100 and info.target_recall == 0.95
     assert info.recall_at_k is not None and info.recall_at_k >= 0.95
     assert info.p50_ms is not None and info.p99_ms is not None and 0 < info.p50_ms <= info.p99_ms
-    assert info.build_seconds > 0 and info.train_size == N and info.trained_on == N
+    # 20k minimum sample > N: all rows but the held-out tuning queries train the index.
+    assert info.build_seconds > 0 and info.train_size == N - maintain.TUNE_QUERIES and info.trained_on == N
+    assert info.held_out_queries == maintain.TUNE_QUERIES
     # SQ8: one byte a dimension plus the id, far below the 4 * d bytes of float32.
     assert D <= info.bytes_per_vector < 4 * D
     # ... and the same is written to the version's manifest.json.
     on_disk = json.loads((bundle.snapshot().dir / "manifest.json").read_text())["index"]
     for key in ("type", "factory", "nlist", "search_params", "recall_at_k", "p50_ms", "p99_ms",
-                "bytes_per_vector", "build_seconds", "train_size", "trained_on"):
+                "bytes_per_vector", "build_seconds", "train_size", "trained_on", "held_out_queries"):
         assert on_disk[key] == getattr(info, key), key
 
 
@@ -163,3 +165,73 @@ def test_tiny_nlist_still_tunes(kit: Any, nlist: int) -> None:
     searcher = Searcher(index, "ivf", {}, vec_ids)
     result = tune(searcher, X, k=20, n_queries=30)
     assert result.params["nprobe"] == max(1, nlist // 2) and result.met_target and result.recall == 1.0
+
+
+class _StopTuning(Exception):
+    """Raised by a spy once the tuning queries are known: the rest of tuning is not needed."""
+
+
+@pytest.mark.parametrize("n", [50_000, 57_000, 65_500])
+def test_auto_index_between_50k_and_66k_tunes_on_held_out_queries(kit: Any, n: int,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 50k-66k vectors the automatic IVF1024 trains on 64 x 1024 = 65,536 rows, i.e. all of them:
+    the tuning queries must still come from rows outside the training sample."""
+    X = kit.clustered(n, 4, clusters=32, seed=n)
+    assert choose_index(n, 4).nlist == 1024
+    trained: list[np.ndarray] = []
+
+    def spy_kmeans(sample: np.ndarray, k: int, **kw: Any) -> Any:
+        trained.append(np.array(sample))
+        return np.ascontiguousarray(sample[:k])  # any centroids will do: only the rows matter here
+
+    def spy_truth(embeddings: Any, queries: Any, qrows: np.ndarray, k: int) -> Any:
+        seen.append(np.array(qrows))
+        raise _StopTuning
+
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(build_mod, "spherical_kmeans", spy_kmeans)
+    monkeypatch.setattr(tune_mod, "exact_topk", spy_truth)
+    with pytest.raises(_StopTuning):
+        maintain.make_index(X, np.arange(n, dtype=np.int64))
+    by_bytes = {row.tobytes(): i for i, row in enumerate(X)}
+    training_rows = {by_bytes[v.tobytes()] for v in trained[0]}
+    assert len(seen[0]) == maintain.TUNE_QUERIES
+    assert not training_rows & set(seen[0].tolist())
+
+
+def test_forced_ivf_whose_sample_covers_every_row_records_held_out_queries(
+        kit: Any, data: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IVF64 on 6,000 rows would train on all of them (20k minimum): queries are held out anyway,
+    and the manifest records how many."""
+    trained: list[np.ndarray] = []
+    real_kmeans = build_mod.spherical_kmeans
+
+    def spy_kmeans(sample: np.ndarray, k: int, **kw: Any) -> Any:
+        trained.append(np.array(sample))
+        return real_kmeans(sample, k, **kw)
+
+    monkeypatch.setattr(build_mod, "spherical_kmeans", spy_kmeans)
+    seen = spy_queries(monkeypatch)
+    _, info = maintain.make_index(data, np.arange(N, dtype=np.int64), spec="IVF64,SQ8")
+    by_bytes = {row.tobytes(): i for i, row in enumerate(data)}
+    training_rows = np.array([by_bytes[v.tobytes()] for v in trained[0]])
+    assert info.train_size == len(training_rows) == N - maintain.TUNE_QUERIES
+    assert seen and len(np.intersect1d(seen[0], training_rows)) == 0
+    assert info.held_out_queries == len(seen[0]) == maintain.TUNE_QUERIES
+    assert info.recall_at_k is not None and info.recall_at_k >= 0.95
+
+
+@pytest.mark.parametrize("n", [20_000, 49_999, 50_000, 60_000, 65_535, 65_536, 65_736, 66_000, 200_000])
+def test_training_sample_leaves_the_queries_out(n: int) -> None:
+    plan = choose_index(n, 512)
+    size = build_mod.train_sample_size(n, plan.nlist, hold_out=maintain.TUNE_QUERIES)
+    assert n - size >= maintain.TUNE_QUERIES
+    if plan.nlist:
+        assert size >= min(n - maintain.TUNE_QUERIES, 64 * plan.nlist, 20_000) and size >= plan.nlist
+
+
+def test_tiny_index_trains_on_everything_and_says_so(kit: Any) -> None:
+    """Too few rows to hold any out (IVF needs a row per list): tuning uses training rows, recorded as 0."""
+    X = kit.clustered(250, 16, clusters=6, seed=4)
+    _, info = maintain.make_index(X, np.arange(250, dtype=np.int64), spec="IVF8,Flat")
+    assert info.train_size == 250 and info.held_out_queries == 0 and info.recall_at_k is not None
