@@ -15,10 +15,8 @@ from PIL import Image
 
 from edgemine.models.base import ModelUnavailable
 from edgemine.models.vectors import Vectors, l2_normalize
-from edgemine.models.weights import ResolvedWeights, resolve_weights
+from edgemine.models.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, ResolvedWeights, resolve_weights
 
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 # Random weights are seeded so the indexer and the service build the *same* random model.
 RANDOM_INIT_SEED = 0
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from edgemine.models.base import ModelUnavailable
 
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 NO_WEIGHTS = "none"
 BYO_PREFIX = "byo:"  # precomputed embeddings: the name is the user's, compared exactly
 # Where open_clip fetches weights from; probed once so offline runs fail in seconds, not ~30 s.
