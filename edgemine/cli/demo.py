@@ -70,8 +70,8 @@ def demo(
     pretrained: Annotated[str, typer.Option(
         help="Tag, checkpoint file, 'none', or 'auto' (the default tag if available, else random "
              "weights, announced loudly).")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[int, typer.Option(min=0)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 1,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the service.")] = 8000,
 ) -> None:

@@ -51,14 +51,14 @@ def parse_filters(specs: list[str]) -> dict[str, Range]:
 
 def serve(
     bundle: Annotated[Path | None, typer.Option(
-        help="Bundle directory. [default: $EDGEMINE_BUNDLE, else ./bundle]")] = None,
+        help="Bundle directory (default: $EDGEMINE_BUNDLE, else ./bundle).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     expected_model: Annotated[str | None, typer.Option(
-        help="Refuse a bundle built with another model. [default: $EDGEMINE_EXPECTED_MODEL]")] = None,
+        help="Refuse a bundle built with another model (default: $EDGEMINE_EXPECTED_MODEL).")] = None,
     public_url: Annotated[str | None, typer.Option(
-        help="Absolute base URL for image links in exports. [default: $EDGEMINE_PUBLIC_URL]")] = None,
+        help="Absolute base URL for image links in exports (default: $EDGEMINE_PUBLIC_URL).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the mining API (and /docs) over a bundle."""
