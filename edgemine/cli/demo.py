@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from edgemine.indexer import ModelChoice, read_manifest_source, run_index
 from edgemine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED
 from edgemine.models.base import ModelUnavailable
 
+DEMO_HOST = "127.0.0.1"
 RANDOM_WEIGHTS_BANNER = """
 !!! RUNNING WITH RANDOM WEIGHTS !!!
 The pretrained CLIP weights ({model} / {tag}) are not available here:
@@ -37,6 +39,30 @@ def _pick_model(model: str, pretrained: str, batch_size: int) -> ModelChoice:
         return model_choice(model, "none", None, batch_size)
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        # As uvicorn binds: SO_REUSEADDR, so a port left in TIME_WAIT by a previous run counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port that is already in use, suggesting a free one, before any slow work starts."""
+    if _port_free(host, port):
+        return
+    suggestion = next((p for p in range(port + 1, min(port + 50, 65536)) if _port_free(host, p)), None)
+    if suggestion is None:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            suggestion = int(sock.getsockname()[1])
+    raise ValueError(f"port {port} on {host} is already in use (another edgemine serve?); "
+                     f"choose another one with --port {suggestion}")
+
+
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where the demo data and bundle go.")] = Path("demo-data"),
     scenes: Annotated[int, typer.Option(min=10, max=5000, help="Frames to generate.")] = 300,
@@ -44,16 +70,18 @@ def demo(
     pretrained: Annotated[str, typer.Option(
         help="Tag, checkpoint file, 'none', or 'auto' (the default tag if available, else random "
              "weights, announced loudly).")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[int, typer.Option(min=0)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 1,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
-    port: Annotated[int, typer.Option(help="Port for the service.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the service.")] = 8000,
 ) -> None:
     """Generate a synthetic recorded drive with rare edge cases, index it, and serve it."""
     from edgemine.demo.scenes import generate_demo_dataset
 
     data_dir, bundle = directory / "data", directory / "bundle"
     with domain_errors():
+        if serve_after:
+            require_free_port(DEMO_HOST, port)  # now, not after minutes of generating and indexing
         manifest = data_dir / "manifest.csv"
         if not manifest.is_file():
             typer.echo(f"generating {scenes} synthetic frames in {data_dir} ...", err=True)
@@ -85,4 +113,4 @@ def demo(
     if serve_after:
         from edgemine.cli.serve import serve
 
-        serve(bundle=bundle, port=port)
+        serve(bundle=bundle, host=DEMO_HOST, port=port)

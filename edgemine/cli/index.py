@@ -22,9 +22,8 @@ from edgemine.indexer import (
 )
 from edgemine.indexer.job import IndexOptions
 from edgemine.indexer.sources import IMAGE_EXTENSIONS, Source, SourceError
-from edgemine.models import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip, resolve_weights
 from edgemine.models.base import ModelUnavailable
-from edgemine.models.clip import _register_bundled_configs
+from edgemine.models.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, resolve_weights
 from edgemine.search.plan import parse_memory
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
@@ -34,7 +33,9 @@ labels_app = typer.Typer(help="Labeling state: mark images labeled or queued.", 
 
 def model_choice(model: str, pretrained: str, device: str | None, batch_size: int) -> ModelChoice:
     """Resolve the model identity now (cheap, fails fast) and defer loading the weights."""
-    import open_clip
+    import open_clip  # imports torch: only commands that embed get here
+
+    from edgemine.models.clip import _register_bundled_configs, load_clip
 
     _register_bundled_configs()
     if model not in open_clip.list_models():

@@ -60,12 +60,15 @@ def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
 
 
 def serve(
-    bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+    bundle: Annotated[Path | None, typer.Option(
+        help="Bundle directory (default: $EDGEMINE_BUNDLE, else ./bundle).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    expected_model: Annotated[str | None, typer.Option(help="Refuse a bundle built with another model.")] = None,
-    public_url: Annotated[str, typer.Option(help="Absolute base URL for image links in exports.")] = "",
+    expected_model: Annotated[str | None, typer.Option(
+        help="Refuse a bundle built with another model (default: $EDGEMINE_EXPECTED_MODEL).")] = None,
+    public_url: Annotated[str | None, typer.Option(
+        help="Absolute base URL for image links in exports (default: $EDGEMINE_PUBLIC_URL).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     api_key: Annotated[str | None, typer.Option(
         envvar="EDGEMINE_API_KEY", show_default=False,
@@ -80,15 +83,23 @@ def serve(
     """Serve the mining API (and /docs) over a bundle."""
     import uvicorn
 
+    from edgemine.models.weights import same_model
+    from edgemine.service.config import Settings
+
     with domain_errors():
+        # Options given on the command line win; the others keep their EDGEMINE_* (or .env) value.
+        given: dict[str, Any] = {"bundle": bundle, "expected_model": expected_model, "public_url": public_url}
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        bundle = settings.bundle
         snap = load_current(bundle)  # refuse to start on a missing or corrupt bundle
-        if expected_model and snap.manifest.model.identity != expected_model:
-            raise ValueError(f"bundle {bundle} was built with {snap.manifest.model.identity!r}, "
-                             f"not {expected_model!r}")
+        identity = snap.manifest.model.identity
+        if settings.expected_model and not same_model(identity, settings.expected_model):
+            raise ValueError(f"bundle {bundle} was built with {identity!r}, not {settings.expected_model!r}")
+    # Workers build their settings from the environment: hand them the resolved values.
     os.environ["EDGEMINE_BUNDLE"] = str(bundle.resolve())
-    os.environ["EDGEMINE_PUBLIC_URL"] = public_url
-    if expected_model:
-        os.environ["EDGEMINE_EXPECTED_MODEL"] = expected_model
+    os.environ["EDGEMINE_PUBLIC_URL"] = settings.public_url
+    if settings.expected_model:
+        os.environ["EDGEMINE_EXPECTED_MODEL"] = settings.expected_model
     os.environ["EDGEMINE_ALLOWED_HOSTS"] = ",".join(_allowed_hosts(host, allowed_host or []))
     if api_key:
         os.environ["EDGEMINE_API_KEY"] = api_key

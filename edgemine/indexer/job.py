@@ -37,6 +37,7 @@ from edgemine.indexer.pipeline import embed_items
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
+from edgemine.models.weights import same_model
 from edgemine.search.maintain import make_index
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET
 
@@ -93,7 +94,7 @@ def _exclusive(paths: BundlePaths) -> Iterator[None]:
 
 
 def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None:
-    if prev.manifest.model.identity != model.identity:
+    if not same_model(prev.manifest.model.identity, model.identity):
         raise ModelMismatch(
             f"bundle {prev.paths.root} was built with model {prev.manifest.model.identity!r}, not "
             f"{model.identity!r}; pass the same --model/--pretrained, or --rebuild to re-embed all"
@@ -220,7 +221,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                 report.updated += 1
             else:
                 report.added += 1
-        elif prev_row is not None and (not rebuild or prev.manifest.model.identity == model.identity):  # type: ignore[union-attr]
+        elif prev_row is not None and (not rebuild or same_model(prev.manifest.model.identity, model.identity)):  # type: ignore[union-attr]
             vec = prev.embeddings[prev_row]  # type: ignore[union-attr]
             # Keep the fingerprint this vector was made from: a changed file that failed to
             # decode must be retried (and reported) next run, not pass as unchanged.

@@ -7,9 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from edgemine.indexer.files import probe_file
@@ -19,7 +17,9 @@ from edgemine.models.images import decode_image
 from edgemine.models.vectors import Vectors
 
 
-class _ImageDataset(Dataset[tuple[int, Any, str | None]]):
+class _ImageDataset:
+    """A map-style dataset (all DataLoader needs: `__len__` and `__getitem__`; no torch at import)."""
+
     def __init__(self, items: Sequence[SourceItem], preprocess: Callable[[Image.Image], Any],
                  min_side: int | None):
         self.items = items
@@ -47,6 +47,8 @@ class _ImageDataset(Dataset[tuple[int, Any, str | None]]):
 
 
 def _collate(samples: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, list[tuple[int, str]]]:
+    import torch
+
     good = [(i, x) for i, x, err in samples if err is None]
     bad = [(i, err) for i, _, err in samples if err is not None]
     batch = torch.stack([x for _, x in good]) if good else None
@@ -81,8 +83,10 @@ def embed_items(
     stats = EmbedStats()
     if not items:
         return stats
-    loader = DataLoader(
-        _ImageDataset(items, embedder.preprocess, getattr(embedder, "input_size", None)),
+    from torch.utils.data import DataLoader  # torch only once there is something to embed
+
+    loader: DataLoader[tuple[int, Any, str | None]] = DataLoader(
+        _ImageDataset(items, embedder.preprocess, getattr(embedder, "input_size", None)),  # type: ignore[arg-type]
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -14,10 +15,8 @@ from PIL import Image
 
 from edgemine.models.base import ModelUnavailable
 from edgemine.models.vectors import Vectors, l2_normalize
-from edgemine.models.weights import ResolvedWeights, resolve_weights
+from edgemine.models.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, ResolvedWeights, resolve_weights
 
-DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 # Random weights are seeded so the indexer and the service build the *same* random model.
 RANDOM_INIT_SEED = 0
 
@@ -30,6 +29,32 @@ def _register_bundled_configs() -> None:
         if entry.name.endswith(".json"):
             with resources.as_file(entry) as path:
                 open_clip.add_model_config(path)
+
+
+class _OpenClipRecords(logging.Filter):
+    """Drops open_clip's own records below ERROR; everything else passes."""
+
+    def __init__(self, package_dir: str) -> None:
+        super().__init__()
+        self.package_dir = package_dir
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep the record unless open_clip wrote it below ERROR."""
+        return record.levelno >= logging.ERROR or not record.pathname.startswith(self.package_dir)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip(open_clip_file: str) -> Iterator[None]:
+    # open_clip logs through the root logger itself (`logging.warning`), so it has no logger of its
+    # own to silence; a filter on the root logger sees exactly those records (records of named
+    # loggers propagate to root's handlers without passing root's filters). Our CLI says it louder.
+    root = logging.getLogger()
+    quiet = _OpenClipRecords(os.path.dirname(os.path.abspath(open_clip_file)) + os.sep)
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -132,25 +157,23 @@ def load_clip(model_name: str = DEFAULT_MODEL, pretrained: str = DEFAULT_PRETRAI
             kwargs[arg] = cfg[key]
     if cfg.get("quick_gelu"):
         kwargs["force_quick_gelu"] = True
-    if weights.checkpoint is None:
-        torch.manual_seed(RANDOM_INIT_SEED)
-    quiet = logging.getLogger()  # open_clip warns on the root logger; our CLI says it louder
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name,
-            pretrained=str(weights.checkpoint) if weights.checkpoint else None,
-            device=torch_device,
-            weights_only=True,
-            **kwargs,
-        )
-    except Exception as exc:
-        raise ModelUnavailable(
-            f"could not load model {model_name!r} with weights {pretrained!r}: {exc}"
-        ) from exc
-    finally:
-        quiet.setLevel(level)
+    # The caller's RNG stream is theirs: random init draws from a forked, seeded CPU generator
+    # (open_clip initialises on the CPU, then moves the model to the device).
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip(open_clip.__file__):
+        if weights.checkpoint is None:
+            torch.default_generator.manual_seed(RANDOM_INIT_SEED)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name,
+                pretrained=str(weights.checkpoint) if weights.checkpoint else None,
+                device=torch_device,
+                weights_only=True,
+                **kwargs,
+            )
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"could not load model {model_name!r} with weights {pretrained!r}: {exc}"
+            ) from exc
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
     return ClipEmbedder(model, preprocess, tokenizer, weights, torch_device, batch_size)

@@ -11,7 +11,10 @@ from typing import Any
 
 from edgemine.models.base import ModelUnavailable
 
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 NO_WEIGHTS = "none"
+BYO_PREFIX = "byo:"  # precomputed embeddings: the name is the user's, compared exactly
 # Where open_clip fetches weights from; probed once so offline runs fail in seconds, not ~30 s.
 _HUB_HOST = ("huggingface.co", 443)
 _PROBE_TIMEOUT_S = 3.0
@@ -25,6 +28,28 @@ class ResolvedWeights:
     checkpoint: Path | None  # None means random initialisation (pretrained="none")
     identity: str
     tag_cfg: dict[str, Any]  # open_clip's pretrained config for a tag (mean/std, quick_gelu)
+
+
+def clean_tag(tag: str) -> str:
+    """Normalize a pretrained tag as open_clip does (`_clean_tag`: lower case, '-' -> '_')."""
+    return tag.lower().replace("-", "_")
+
+
+def normalize_identity(identity: str) -> str:
+    """Return a model identity with its pretrained tag normalized; BYO identities stay as they are.
+
+    Bundles written before tags were normalized hold the tag as typed: comparisons normalize
+    both sides, so `ViT-B-32/LAION2B-S34B-B79K` and `ViT-B-32/laion2b_s34b_b79k` are one model.
+    """
+    if identity.startswith(BYO_PREFIX) or "/" not in identity:
+        return identity
+    model_name, tag = identity.split("/", 1)  # open_clip model names hold no '/'
+    return f"{model_name}/{clean_tag(tag)}"
+
+
+def same_model(a: str, b: str) -> bool:
+    """Tell whether two model identities name the same weights."""
+    return normalize_identity(a) == normalize_identity(b)
 
 
 def file_sha256(path: Path) -> str:
@@ -99,7 +124,7 @@ def resolve_weights(model_name: str, pretrained: str) -> ResolvedWeights:
             f"unknown pretrained tag {pretrained!r} for model {model_name!r}; "
             f"known tags: {', '.join(tags) or '(none)'}; or pass a checkpoint file path, or 'none'"
         )
-    identity = f"{model_name}/{pretrained}"
+    identity = f"{model_name}/{clean_tag(pretrained)}"  # one identity however the tag is spelled
     cached = _cached_tag_file(cfg)
     if cached is not None:
         return ResolvedWeights(model_name, cached, identity, cfg)

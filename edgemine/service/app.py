@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from edgemine import __version__
 from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine, routes_ui
+from edgemine.service.api.docs import install_offline_docs
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
 from edgemine.service.api.security import install_security
@@ -42,8 +43,9 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
                  snap.manifest.counts.images, snap.manifest.model.identity)
         yield
 
-    app = FastAPI(title="edgemine", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="edgemine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Mine unlabeled recorded images that look like your model's failures.")
+    install_offline_docs(app)  # /docs and /redoc without a CDN
     app.state.settings = settings
     install_security(app, settings)  # before CORS, so that CORS wraps (and answers preflights for) it
     if settings.cors_origins:

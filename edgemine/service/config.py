@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,24 @@ class Settings(BaseSettings):
         default=None, description="Refuse bundles whose model identity differs (e.g. ViT-B-32/laion2b_s34b_b79k).")
     public_url: str = Field(default="", description="Absolute base URL for image links in exports.")
     thumbnail_max: int = Field(default=1024, ge=16, le=4096)
-    cors_origins: list[str] = Field(default_factory=list)
+    # NoDecode: pydantic-settings would parse the variable as JSON only; `a,b` is the usual spelling.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS: `a,b` or a JSON list.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        """Accept `EDGEMINE_CORS_ORIGINS` as comma-separated text or as a JSON list."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list of origins: {exc}") from exc
+        return [part.strip() for part in text.split(",") if part.strip()]
+
     faiss_threads: int = Field(
         default=1, ge=1, le=256,
         description="OpenMP threads per FAISS search; requests already run in parallel across threads and "

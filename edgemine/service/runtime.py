@@ -16,6 +16,7 @@ from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import Snapshot, load_current
 from edgemine.bundle.state import StateDB
 from edgemine.models.base import Embedder
+from edgemine.models.weights import same_model
 from edgemine.search.searcher import Searcher
 from edgemine.service.miner import Miner
 from edgemine.service.row_states import RowStates
@@ -74,11 +75,11 @@ class Runtime:
         stamp = self._stamp() if self.paths.current.exists() else (0, 0)
         snapshot = load_current(self.paths.root)
         identity = snapshot.manifest.model.identity
-        if self.expected_model and identity != self.expected_model:
+        if self.expected_model and not same_model(identity, self.expected_model):
             raise ModelMismatch(f"bundle {self.paths.root} was built with model {identity!r}, "
                                 f"the service is configured for {self.expected_model!r}")
         served = getattr(self, "_loaded", None)
-        if served is not None and identity != served.snapshot.manifest.model.identity:
+        if served is not None and not same_model(identity, served.snapshot.manifest.model.identity):
             # Scores, queued batches and loaded weights all belong to the served model.
             raise ModelMismatch(f"bundle {self.paths.root} version {snapshot.version} was built with "
                                 f"model {identity!r}, the service is serving "
@@ -105,7 +106,7 @@ class Runtime:
             with self._model_lock:
                 if self._embedder is None or self._embedder_key != key:
                     embedder = self._loader(model.name, model.pretrained)
-                    if embedder.identity != model.identity:
+                    if not same_model(embedder.identity, model.identity):
                         raise ModelMismatch(f"model {embedder.identity!r} does not match the "
                                             f"bundle's {model.identity!r}")
                     self._embedder, self._embedder_key = embedder, key

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -133,3 +135,36 @@ def test_uncached_tag_offline_fails_fast_with_guidance(monkeypatch: pytest.Monke
     assert "'ViT-B-32'" in msg and repr(tag) in msg
     assert "offline" in msg
     assert "--pretrained /path/to/" in msg
+
+
+def test_load_clip_leaves_the_global_torch_rng_untouched() -> None:
+    torch.manual_seed(2024)
+    expected = torch.rand(4)  # what the caller's next draw is without a model load in between
+    torch.manual_seed(2024)
+    load_clip(TINY, "none", device="cpu")
+    np.testing.assert_array_equal(torch.rand(4).numpy(), expected.numpy())
+
+
+def test_load_clip_keeps_the_root_logger_and_other_loggers(monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    seen: dict[str, Any] = {}
+    create = open_clip.create_model_and_transforms
+
+    def spying_create(*args: Any, **kwargs: Any) -> Any:
+        # Another part of the program logs while the model loads: it must still be heard.
+        seen["root_level"] = root.level
+        logging.getLogger("edgemine.elsewhere").warning("unrelated warning during the load")
+        logging.warning("unrelated root warning during the load")
+        return create(*args, **kwargs)  # open_clip itself warns "No pretrained weights loaded"
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", spying_create)
+    with caplog.at_level(logging.INFO):
+        load_clip(TINY, "none", device="cpu")
+    assert seen["root_level"] == logging.INFO
+    assert root.level == logging.INFO and not root.filters
+    messages = [r.getMessage() for r in caplog.records]
+    assert "unrelated warning during the load" in messages
+    assert "unrelated root warning during the load" in messages
+    assert not [m for m in messages if "No pretrained weights loaded" in m]  # open_clip's own noise is muted

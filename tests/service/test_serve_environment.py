@@ -1,0 +1,169 @@
+"""`edgemine serve` configured through EDGEMINE_* variables: the environment counts unless an option is given."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from edgemine.cli.main import app
+from edgemine.service.config import Settings
+
+Make = Callable[..., Any]
+PUBLIC = "https://mine.example.org/edge"
+ORIGINS = ("http://labeling.example", "http://review.example")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env_without_edgemine() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server not ready in 60 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def test_serve_subprocess_reads_bundle_public_url_and_cors_origins_from_environment(
+        tmp_path: Path, make_byo_bundle: Make) -> None:
+    built = make_byo_bundle(n=60, seed=5)
+    port = _free_port()
+    workdir = tmp_path / "elsewhere"  # no ./bundle here: the bundle must come from EDGEMINE_BUNDLE
+    workdir.mkdir()
+    env = _env_without_edgemine() | {"EDGEMINE_BUNDLE": str(built.path), "EDGEMINE_PUBLIC_URL": PUBLIC,
+                                     "EDGEMINE_CORS_ORIGINS": ",".join(ORIGINS)}
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edgemine.cli.main", "serve", "--port", str(port)],
+                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(proc, base, log_path)
+            health = httpx.get(f"{base}/v1/health").json()
+            assert health["counts"]["images"] == 60 and health["model"] == "byo:test"
+
+            mined = httpx.post(f"{base}/v1/mine", json={"positive_ids": ["im0001"], "k": 3}).json()["candidates"]
+            batch = httpx.post(f"{base}/v1/batches", json={"name": "env", "items": mined})
+            assert batch.status_code == 201, batch.text
+            export = httpx.get(f"{base}/v1/batches/{batch.json()['batch_id']}/export", params={"format": "jsonl"})
+            assert export.status_code == 200, export.text
+            urls = [json.loads(line)["image_url"] for line in export.text.splitlines() if line.strip()]
+            assert urls == [f"{PUBLIC}/v1/images/{c['image_id']}" for c in mined]
+
+            for origin in ORIGINS:
+                answer = httpx.get(f"{base}/v1/health", headers={"Origin": origin})
+                assert answer.headers.get("access-control-allow-origin") == origin
+            other = httpx.get(f"{base}/v1/health", headers={"Origin": "http://evil.example"})
+            assert "access-control-allow-origin" not in other.headers
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+                proc.wait(timeout=10)
+
+
+def _serve_without_uvicorn(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, dict[str, str]]:
+    """Run `edgemine serve ARGS` up to the point where uvicorn would start; return the result and its env."""
+    import uvicorn
+
+    seen: dict[str, str] = {}
+
+    def fake_run(*_: Any, **__: Any) -> None:
+        seen.update({k: v for k, v in os.environ.items() if k.startswith("EDGEMINE_")})
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    saved = {k: v for k, v in os.environ.items() if k.startswith("EDGEMINE_")}
+    try:
+        return CliRunner().invoke(app, ["serve", *args]), seen
+    finally:  # serve writes EDGEMINE_* for its workers: leave this process as it was
+        for name in [k for k in os.environ if k.startswith("EDGEMINE_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def test_serve_options_not_given_keep_the_environment(tmp_path: Path, make_byo_bundle: Make,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    built = make_byo_bundle(n=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEMINE_BUNDLE", str(built.path))
+    monkeypatch.setenv("EDGEMINE_PUBLIC_URL", PUBLIC)
+    monkeypatch.setenv("EDGEMINE_EXPECTED_MODEL", "byo:test")
+    result, seen = _serve_without_uvicorn(monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_BUNDLE"] == str(built.path.resolve())
+    assert seen["EDGEMINE_PUBLIC_URL"] == PUBLIC
+    assert seen["EDGEMINE_EXPECTED_MODEL"] == "byo:test"
+
+
+def test_serve_options_given_override_the_environment(tmp_path: Path, make_byo_bundle: Make,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    built = make_byo_bundle(n=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGEMINE_BUNDLE", str(tmp_path / "missing"))
+    monkeypatch.setenv("EDGEMINE_PUBLIC_URL", PUBLIC)
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path),
+                                          "--public-url", "http://other.example")
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_BUNDLE"] == str(built.path.resolve())
+    assert seen["EDGEMINE_PUBLIC_URL"] == "http://other.example"
+
+
+def test_serve_expected_model_from_environment_refuses_another_model(
+        tmp_path: Path, make_byo_bundle: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+    built = make_byo_bundle(n=20)
+    monkeypatch.setenv("EDGEMINE_BUNDLE", str(built.path))
+    monkeypatch.setenv("EDGEMINE_EXPECTED_MODEL", "byo:other")
+    result, _ = _serve_without_uvicorn(monkeypatch)
+    assert result.exit_code == 2
+    assert "byo:other" in result.stderr and "byo:test" in result.stderr
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("http://a.example,http://b.example", ["http://a.example", "http://b.example"]),
+    (" http://a.example , http://b.example ,", ["http://a.example", "http://b.example"]),
+    ("http://a.example", ["http://a.example"]),
+    ('["http://a.example", "http://b.example"]', ["http://a.example", "http://b.example"]),
+    ("*", ["*"]),
+    ("", []),
+])
+def test_cors_origins_accept_comma_separated_and_json_lists(monkeypatch: pytest.MonkeyPatch, raw: str,
+                                                            expected: list[str]) -> None:
+    monkeypatch.setenv("EDGEMINE_CORS_ORIGINS", raw)
+    assert Settings().cors_origins == expected
+
+
+def test_cors_origins_malformed_json_list_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEMINE_CORS_ORIGINS", '["http://a.example", ')
+    with pytest.raises(ValueError, match="cors_origins"):
+        Settings()
