@@ -13,6 +13,7 @@ from edgemine import __version__
 from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine, routes_ui
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
+from edgemine.service.api.request_ids import install_request_ids
 from edgemine.service.config import Settings
 from edgemine.service.runtime import EmbedderLoader, Runtime
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
         return response
 
     install_error_handlers(app)
+    install_request_ids(app)
     for module in (routes_mine, routes_labels, routes_images, routes_health, routes_ui):
         app.include_router(module.router)
     return app

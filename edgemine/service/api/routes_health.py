@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from edgemine.service.api.deps import LoadedDep, RuntimeDep, StateDep
+from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.metrics import render
+from edgemine.service.api.responses import errors
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=GuardedRoute)
 
 
-@router.get("/v1/health")
+@router.get("/v1/health", responses=errors())
 def health(runtime: RuntimeDep, loaded: LoadedDep, state: StateDep) -> dict[str, Any]:
     """Report readiness, the bundle version served, counts and the model identity."""
     manifest = loaded.snapshot.manifest

@@ -14,16 +14,19 @@ from pydantic import TypeAdapter, ValidationError
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.indexer.pipeline import decode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
+from edgemine.service.api.guard import GuardedRoute
+from edgemine.service.api.responses import NotFoundError, errors
 from edgemine.service.browse import ImagePage, browse
 from edgemine.service.query import FilterValue
 
 _FILTERS = TypeAdapter(dict[str, FilterValue])
 
-router = APIRouter(prefix="/v1", tags=["images"])
+router = APIRouter(prefix="/v1", tags=["images"], route_class=GuardedRoute)
+IMAGE_MEDIA = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 StateName = Literal["unlabeled", "queued", "labeled"]
 
 
-@router.get("/images", response_model=ImagePage)
+@router.get("/images", response_model=ImagePage, responses=errors(422))
 def list_images(
     loaded: LoadedDep,
     settings: SettingsDep,
@@ -47,7 +50,9 @@ def _inside(path: Path, roots: list[str]) -> bool:
     return any(os.path.commonpath([real, os.path.realpath(r)]) == os.path.realpath(r) for r in roots)
 
 
-@router.get("/images/{image_id:path}", response_model=None)
+@router.get("/images/{image_id:path}", response_model=None, response_class=Response,
+            responses={200: {"content": IMAGE_MEDIA, "description": "The image file, or a JPEG thumbnail."},
+                       **errors(403, 404, 422, not_found=NotFoundError)})
 def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
           size: int | None = Query(default=None, ge=16, le=4096, description="Thumbnail edge.")) -> Response:
     """Serve an indexed image by id, optionally as a JPEG thumbnail."""

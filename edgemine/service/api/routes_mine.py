@@ -9,15 +9,17 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from edgemine.service.api.deps import LoadedDep
+from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.metrics import MINE_SECONDS
+from edgemine.service.api.responses import UnknownIdsError, errors
 from edgemine.service.miner import Upload
 from edgemine.service.query import MineQuery, MineResult
 
-router = APIRouter(prefix="/v1", tags=["mining"])
+router = APIRouter(prefix="/v1", tags=["mining"], route_class=GuardedRoute)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
-@router.post("/mine", response_model=MineResult)
+@router.post("/mine", response_model=MineResult, responses=errors(400, 404, 413, 422, not_found=UnknownIdsError))
 def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
     """Return the nearest eligible (by default unlabeled) candidates for the examples."""
     result = loaded.miner.mine(query)
@@ -25,7 +27,8 @@ def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
     return result
 
 
-@router.post("/mine/upload", response_model=MineResult)
+@router.post("/mine/upload", response_model=MineResult,
+             responses=errors(400, 404, 413, 422, not_found=UnknownIdsError))
 async def mine_upload(
     loaded: LoadedDep,
     files: Annotated[list[UploadFile], File(description="Example images (positives).")],
