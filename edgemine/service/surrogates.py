@@ -38,28 +38,47 @@ def may_hold_surrogate_escape(raw: bytes | str) -> bool:
     return "\\u" in raw and _ESCAPE_TEXT.search(raw) is not None
 
 
-def _walk(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+def _strings(value: Any) -> Iterator[str]:
     # Iterative, so a deeply nested document cannot exhaust the recursion limit.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            yield from (k for k in item if isinstance(k, str))
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+def _locate(value: Any, path: Path) -> Path | None:
+    # Locations are built only for containers and for the string found, not for every element.
     stack: list[tuple[Path, Any]] = [(path, value)]
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            yield where, item
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                if isinstance(key, str):
-                    yield (*where, key), key
-                stack.append(((*where, str(key)), child))
-        elif isinstance(item, list | tuple):
-            stack.extend(((*where, i), child) for i, child in enumerate(item))
+            if has_lone_surrogate(item):
+                return where
+            continue
+        children = item.items() if isinstance(item, dict) else enumerate(item) \
+            if isinstance(item, list | tuple) else ()
+        for key, child in children:
+            if isinstance(key, str) and has_lone_surrogate(key):
+                return (*where, key)
+            if isinstance(child, str):
+                if has_lone_surrogate(child):
+                    return (*where, key)
+            elif isinstance(child, dict | list | tuple):
+                stack.append(((*where, key), child))
+    return None
 
 
 def find_lone_surrogate(value: Any, path: Path = ()) -> Path | None:
     """Return the location of the first string (dict key or value) holding a lone surrogate, or None."""
-    for where, text in _walk(value, path):
-        if has_lone_surrogate(text):
-            return where
-    return None
+    if not any(_LONE.search(text) for text in _strings(value)):
+        return None
+    return _locate(value, path)
 
 
 def scrub(value: Any) -> Any:
