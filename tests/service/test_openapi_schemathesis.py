@@ -10,22 +10,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-
-schemathesis = pytest.importorskip("schemathesis")
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.core.failures import FailureGroup  # noqa: E402
-from schemathesis.generation import GenerationMode  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.generation import GenerationMode
+from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from edgemine.service.app import create_app  # noqa: E402
-from edgemine.service.config import Settings  # noqa: E402
+from edgemine.service.app import create_app
+from edgemine.service.config import Settings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation and generation mode; 11 operations x (16 + 8) keeps the whole run to ~260 cases.
@@ -86,9 +86,7 @@ def served(image_bundle: Any, open_client: Callable[..., Any], fake_embedder: An
     batch_ids = [r.json()["batch_id"] for r in made]
     app = create_app(Settings(bundle=image_bundle.path), loader=lambda name, pretrained: fake_embedder)
     yield app, RealIds(image_bundle, batch_ids[:3], batch_ids[3:])
-    from schemathesis.python.asgi import shutdown_lifespans
-
-    shutdown_lifespans()
+    shutdown_lifespans()  # schemathesis keeps an app's lifespan running until told (or process exit)
 
 
 class Findings:
@@ -141,3 +139,24 @@ def test_every_operation_answers_as_declared(served: tuple[Any, RealIds]) -> Non
                   "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "POST /v1/labels"):
         assert 200 in seen.codes.get(label, set()), (label, seen.codes.get(label))
     assert 201 in seen.codes["POST /v1/batches"], seen.codes["POST /v1/batches"]
+
+
+def test_error_bodies_are_declared_per_route(image_bundle: Any, open_client: Callable[..., Any]) -> None:
+    spec = open_client(image_bundle.path).get("/openapi.json").json()
+
+    def declared(path: str, method: str) -> dict[str, str]:
+        responses = spec["paths"][path][method]["responses"]
+        return {code: body.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+                .rsplit("/", 1)[-1] for code, body in responses.items()}
+
+    assert declared("/v1/mine", "post") == {"200": "MineResult", "400": "ErrorDetail", "404": "UnknownIdsError",
+                                            "413": "ErrorDetail", "422": "ValidationErrorBody",
+                                            "500": "InternalError", "503": "ErrorDetail"}
+    assert declared("/v1/batches", "post")["409"] == "ConflictError"
+    assert declared("/v1/batches/{batch_id}", "delete")["200"] == "BatchDeleted"
+    image = declared("/v1/images/{image_id}", "get")
+    assert image["403"] == "ErrorDetail" and image["404"] == "NotFoundError"
+    assert "image/*" in spec["paths"]["/v1/images/{image_id}"]["get"]["responses"]["200"]["content"]
+    detail = spec["components"]["schemas"]["ValidationErrorBody"]["properties"]["detail"]
+    assert {"type": "string"} in detail["anyOf"]  # our own 422s explain in one string
+    assert "HTTPValidationError" not in json.dumps(spec["paths"])  # every 422 uses the declared shape
