@@ -15,6 +15,7 @@ from edgemine.service.api.docs import install_offline_docs
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
 from edgemine.service.api.security import install_security
+from edgemine.service.api.request_ids import install_request_ids
 from edgemine.service.config import Settings
 from edgemine.service.runtime import EmbedderLoader, Runtime
 
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
         return response
 
     install_error_handlers(app)
+    install_request_ids(app)
     for module in (routes_mine, routes_labels, routes_images, routes_health, routes_ui):
         app.include_router(module.router)
     return app

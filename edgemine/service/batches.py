@@ -17,6 +17,7 @@ from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import StateDB, apply_state
 from edgemine.service import limits
 from edgemine.service.miner import image_url
+from edgemine.service.surrogates import CleanJSON, CleanStr, scrub
 
 ExportFormat = Literal["jsonl", "csv", "labelstudio"]
 
@@ -26,9 +27,9 @@ class BatchItemIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    image_id: str = Field(min_length=1, max_length=limits.MAX_ID_CHARS)
+    image_id: CleanStr = Field(min_length=1, max_length=limits.MAX_ID_CHARS)
     score: float | None = Field(default=None, allow_inf_nan=False)
-    nearest_example_id: str | None = None
+    nearest_example_id: CleanStr | None = None
     nearest_example_similarity: float | None = Field(default=None, allow_inf_nan=False)
 
 
@@ -37,9 +38,9 @@ class BatchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: CleanStr = Field(min_length=1, max_length=200)
     items: list[BatchItemIn] = Field(min_length=1, max_length=limits.MAX_BATCH_ITEMS)
-    query: dict[str, Any] = Field(default_factory=dict, description="The mining query, for provenance.")
+    query: CleanJSON = Field(default_factory=dict, description="The mining query, for provenance.")
 
 
 class BatchItem(BatchItemIn):
@@ -64,8 +65,29 @@ class Batch(BaseModel):
     skipped: list[str] = Field(default_factory=list, description="Ids already queued or labeled.")
 
 
+class BatchDeleted(BaseModel):
+    """A deleted batch and how many of its images went back to unlabeled."""
+
+    batch_id: str
+    released: int = Field(description="Queued images of the batch that are unlabeled again.")
+
+
+class NothingToQueue(ValueError):
+    """Every image of a new batch is already queued or labeled: no empty batch is created."""
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self.ids = list(ids)
+        shown = ", ".join(repr(i) for i in self.ids[:10])
+        more = f" and {len(self.ids) - 10} more" if len(self.ids) > 10 else ""
+        super().__init__(f"all {len(self.ids)} images are already queued or labeled, no batch created: "
+                         f"{shown}{more}")
+
+
 def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch:
-    """Queue the items (unknown ids abort the whole batch); already queued/labeled ones are skipped."""
+    """Queue the items (unknown ids abort the whole batch); already queued/labeled ones are skipped.
+
+    Raises NothingToQueue (and creates nothing) when every item is already queued or labeled.
+    """
     ids = [item.image_id for item in request.items]
     known = db.known_ids(ids)
     unknown = [i for i in ids if i not in known]
@@ -82,6 +104,8 @@ def create_batch(db: StateDB, snapshot: Snapshot, request: BatchCreate) -> Batch
                 f"({','.join('?' * len(chunk))})", chunk)}
         fresh = [item for item in dict((i.image_id, i) for i in request.items).values()
                  if item.image_id not in taken]
+        if not fresh:
+            raise NothingToQueue(sorted(taken))
         conn.execute("INSERT INTO batches (batch_id, name, created_at, bundle_version, query) "
                      "VALUES (?, ?, ?, ?, ?)",
                      (batch_id, request.name, now, snapshot.version, json.dumps(request.query)))
@@ -103,8 +127,15 @@ def list_batches(db: StateDB) -> list[Batch]:
             "SELECT b.batch_id, b.name, b.created_at, b.bundle_version, b.query, "
             "(SELECT COUNT(*) FROM batch_items i WHERE i.batch_id = b.batch_id) "
             "FROM batches b ORDER BY b.created_at DESC, b.rowid DESC").fetchall()
-    return [Batch(batch_id=r[0], name=r[1], created_at=r[2], bundle_version=r[3],
-                  query=json.loads(r[4]), size=r[5]) for r in rows]
+    return [Batch(batch_id=r[0], name=scrub(r[1]), created_at=r[2], bundle_version=r[3],
+                  query=_stored_query(r[4]), size=r[5]) for r in rows]
+
+
+def _stored_query(text: str) -> dict[str, Any]:
+    # Versions before the Unicode check stored lone surrogates as JSON escapes (json.dumps writes
+    # them as "\ud800"): decoding them back would make every response that lists the batch fail.
+    value = scrub(json.loads(text))
+    return value if isinstance(value, dict) else {"query": value}
 
 
 class UnknownBatch(KeyError):
@@ -123,11 +154,26 @@ def get_batch(db: StateDB, snapshot: Snapshot, batch_id: str, base_url: str = ""
             "COALESCE(m.state, 'removed'), COALESCE(m.metadata, '{}') FROM batch_items i "
             "LEFT JOIN images m ON m.image_id = i.image_id WHERE i.batch_id = ? ORDER BY i.position",
             (batch_id,)).fetchall()
-    items = [BatchItem(image_id=r[0], position=r[1], score=r[2], nearest_example_id=r[3],
+    items = [BatchItem(image_id=r[0], position=r[1], score=r[2], nearest_example_id=scrub(r[3]),
                        nearest_example_similarity=r[4], state=r[5], metadata=json.loads(r[6]),
                        image_url=image_url(r[0], base_url)) for r in rows]
-    return Batch(batch_id=head[0], name=head[1], created_at=head[2], bundle_version=head[3],
-                 query=json.loads(head[4]), size=len(items), items=items)
+    return Batch(batch_id=head[0], name=scrub(head[1]), created_at=head[2], bundle_version=head[3],
+                 query=_stored_query(head[4]), size=len(items), items=items)
+
+
+def delete_batch(db: StateDB, batch_id: str) -> BatchDeleted:
+    """Delete a batch; its images still queued by it go back to unlabeled (labeled ones stay labeled)."""
+    with db.connect() as conn:
+        if conn.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone() is None:
+            raise UnknownBatch(batch_id)
+        # Only images this batch queued: one unqueued and re-queued by a later batch belongs to that one.
+        queued = [r[0] for r in conn.execute(
+            "SELECT image_id FROM images WHERE batch_id = ? AND state = 'queued'", (batch_id,))]
+        released = apply_state(conn, queued, "unlabeled", None, only_known=True)
+        conn.execute("UPDATE images SET batch_id = NULL WHERE batch_id = ?", (batch_id,))
+        conn.execute("DELETE FROM batch_items WHERE batch_id = ?", (batch_id,))
+        conn.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
+    return BatchDeleted(batch_id=batch_id, released=released)
 
 
 def export_batch(batch: Batch, fmt: ExportFormat) -> tuple[str, str]:

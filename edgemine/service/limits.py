@@ -38,7 +38,7 @@ MAX_UPLOAD_FILES = 16
 # at most this many cells (64 MiB), so memory is O(rows x block), never O(rows x examples).
 SCORE_BLOCK_CELLS = 16 * 1024 * 1024
 # A 404 lists at most this many unknown IDs (as many as a query has examples, so the review page
-# can mark each), each cut to ECHO_ID_CHARS; other echoed input is cut to ECHO_CHARS characters.
+# can mark each), each cut to ECHO_ID_CHARS (other echoed input is bounded by api/safe_json.py).
 MAX_ECHOED_IDS = MAX_EXAMPLES
 ECHO_ID_CHARS = 1024
 ECHO_CHARS = 100
@@ -49,21 +49,3 @@ def shorten(text: str, limit: int = ECHO_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}...({len(text)} characters)"
-
-
-def clip_echo(value: object, depth: int = 0) -> object:
-    """Return `value` with long strings cut and long lists/objects shortened, for error bodies."""
-    if isinstance(value, str):
-        return shorten(value)
-    if depth >= 4:
-        return "..."
-    if isinstance(value, list | tuple):
-        items = [clip_echo(v, depth + 1) for v in value[:10]]
-        return [*items, f"...({len(value)} items)"] if len(value) > 10 else items
-    if isinstance(value, dict):
-        pairs = list(value.items())[:20]
-        out = {shorten(str(k)): clip_echo(v, depth + 1) for k, v in pairs}
-        if len(value) > 20:
-            out["..."] = f"({len(value)} keys)"
-        return out
-    return value

@@ -1,64 +1,82 @@
-"""Translate domain exceptions into HTTP responses at the edge."""
+"""Translate domain exceptions into HTTP responses at the edge; no handler can fail to encode."""
 
 from __future__ import annotations
 
 import logging
-import math
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.utils import is_body_allowed_for_status_code
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.models.base import ModelUnavailable
-from edgemine.service.batches import UnknownBatch
+from edgemine.service.api.request_ids import HEADER, request_id
+from edgemine.service.api.safe_json import MAX_ITEMS, SafeJSONResponse
+from edgemine.service.batches import NothingToQueue, UnknownBatch
 from edgemine.service.filters import FilterError
-from edgemine.service.limits import ECHO_ID_CHARS, MAX_ECHOED_IDS, clip_echo, shorten
+from edgemine.service.limits import ECHO_ID_CHARS, MAX_ECHOED_IDS, shorten
 from edgemine.service.miner import QueryError
 
 log = logging.getLogger("edgemine.service")
 
 
-def _finite(value: Any) -> Any:
-    # Python's JSON parser accepts NaN/Infinity; echoing them back in an error is not valid JSON.
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def validation_detail(errors: list[Any]) -> list[Any]:
+    """Return pydantic's error list, cut to MAX_ITEMS entries (the last one says how many were left out)."""
+    if len(errors) <= MAX_ITEMS:
+        return errors
+    kept = errors[: MAX_ITEMS - 1]
+    return [*kept, {"loc": [], "type": "truncated",
+                    "msg": f"... and {len(errors) - len(kept)} more errors"}]
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that map library errors to status codes."""
+    """Register the handlers that map library errors to status codes, and a JSON 500 catch-all."""
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Errors carry the offending input: cut it, or a 50 MB list comes straight back.
-        errors = [{**e, "input": clip_echo(e.get("input")), "loc": clip_echo(list(e.get("loc", ())))}
-                  if isinstance(e, dict) else e for e in exc.errors()]
-        return JSONResponse({"detail": _finite(jsonable_encoder(errors))}, status_code=422)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        # Echoed inputs may hold NaN, lone surrogates or megabytes: SafeJSONResponse copes with all.
+        return SafeJSONResponse({"detail": validation_detail(list(exc.errors()))}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        if not is_body_allowed_for_status_code(exc.status_code):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(UnknownImageIds)
-    async def unknown_ids(_: Request, exc: UnknownImageIds) -> JSONResponse:
+    async def unknown_ids(_: Request, exc: UnknownImageIds) -> Response:
         # At most MAX_ECHOED_IDS ids, each cut short: the detail says how many there were.
         shown = [shorten(i, ECHO_ID_CHARS) for i in exc.ids[:MAX_ECHOED_IDS]]
-        return JSONResponse({"detail": str(exc), "unknown_ids": shown}, status_code=404)
+        return SafeJSONResponse({"detail": str(exc), "unknown_ids": shown}, status_code=404)
 
     @app.exception_handler(UnknownBatch)
-    async def unknown_batch(_: Request, exc: UnknownBatch) -> JSONResponse:
-        return JSONResponse({"detail": f"unknown batch id {exc.args[0]!r}"}, status_code=404)
+    async def unknown_batch(_: Request, exc: UnknownBatch) -> Response:
+        return SafeJSONResponse({"detail": f"unknown batch id {exc.args[0]!r}"}, status_code=404)
+
+    @app.exception_handler(NothingToQueue)
+    async def nothing_to_queue(_: Request, exc: NothingToQueue) -> Response:
+        return SafeJSONResponse({"detail": str(exc), "skipped": exc.ids[:MAX_ITEMS]}, status_code=409)
 
     @app.exception_handler(QueryError)
     @app.exception_handler(FilterError)
-    async def bad_query(_: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def bad_query(_: Request, exc: ValueError) -> Response:
+        return SafeJSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(ModelUnavailable)
     @app.exception_handler(BundleError)
-    async def unavailable(_: Request, exc: RuntimeError) -> JSONResponse:
+    async def unavailable(_: Request, exc: RuntimeError) -> Response:
         log.error("service unavailable: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Starlette calls this outermost (after every middleware), then re-raises for the server's log.
+        rid = request_id(request)
+        rid = uuid.uuid4().hex if rid == "-" else rid
+        log.error("internal error, request id %s: %s %s", rid, request.method, request.url.path, exc_info=exc)
+        return SafeJSONResponse({"detail": "internal error", "request_id": rid}, status_code=500,
+                                headers={HEADER: rid})

@@ -7,12 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from edgemine.service.api.deps import LoadedDep, RuntimeDep, StateDep
+from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.metrics import render
+from edgemine.service.api.responses import errors
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=GuardedRoute)
 
 
-@router.get("/v1/health")
+@router.get("/v1/health", responses=errors(keyed=False))
 def health(runtime: RuntimeDep, loaded: LoadedDep, state: StateDep) -> dict[str, Any]:
     """Report readiness, version, counts, model, and whether labeling state is `writable`."""
     manifest = loaded.snapshot.manifest

@@ -14,16 +14,19 @@ from pydantic import TypeAdapter, ValidationError
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.models.images import NotAnImage, reencode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
+from edgemine.service.api.guard import GuardedRoute
+from edgemine.service.api.responses import NotFoundError, errors
 from edgemine.service.browse import ImagePage, browse
 from edgemine.service.query import FilterValue
 
 _FILTERS = TypeAdapter(dict[str, FilterValue])
 
-router = APIRouter(prefix="/v1", tags=["images"])
+router = APIRouter(prefix="/v1", tags=["images"], route_class=GuardedRoute)
+IMAGE_MEDIA = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
 StateName = Literal["unlabeled", "queued", "labeled"]
 
 
-@router.get("/images", response_model=ImagePage)
+@router.get("/images", response_model=ImagePage, responses=errors(422))
 def list_images(
     loaded: LoadedDep,
     settings: SettingsDep,
@@ -56,16 +59,11 @@ _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 # A grid asks for dozens of thumbnails at once: decode a few at a time per worker, so that
 # memory stays bounded by (slots x pixel limit) rather than by the thread pool's size.
 _DECODE_SLOTS = threading.BoundedSemaphore(4)
-_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "The image's pixels, re-encoded."},
-    403: {"description": "The file lies outside the bundle's image roots."},
-    404: {"description": "Unknown image id, or it has no file."},
-    415: {"description": "The file is not a JPEG, PNG, WebP or BMP image."},
-    422: {"description": "The image is corrupt or over the pixel limit."},
-}
 
 
-@router.get("/images/{image_id:path}", response_model=None, responses=_IMAGE_RESPONSES)
+@router.get("/images/{image_id:path}", response_model=None, response_class=Response,
+            responses={200: {"content": IMAGE_MEDIA, "description": "The image's pixels, re-encoded (JPEG or PNG)."},
+                       **errors(403, 404, 415, 422, not_found=NotFoundError)})
 def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
           size: int | None = Query(default=None, ge=16, le=4096, description="Thumbnail edge.")) -> Response:
     """Serve an indexed image by id: its decoded pixels re-encoded (full size bounded, or a JPEG thumbnail)."""

@@ -9,14 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from edgemine.service.api.deps import LoadedDep, SettingsDep
+from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.metrics import MINE_SECONDS
+from edgemine.service.api.responses import UnknownIdsError, errors
 from edgemine.service.miner import Upload
 from edgemine.service.query import MineQuery, MineResult
 
-router = APIRouter(prefix="/v1", tags=["mining"])
+router = APIRouter(prefix="/v1", tags=["mining"], route_class=GuardedRoute)
 
 
-@router.post("/mine", response_model=MineResult)
+@router.post("/mine", response_model=MineResult, responses=errors(400, 404, 413, 422, not_found=UnknownIdsError))
 def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
     """Return the nearest eligible (by default unlabeled) candidates for the examples."""
     result = loaded.miner.mine(query)
@@ -24,7 +26,8 @@ def mine(query: MineQuery, loaded: LoadedDep) -> MineResult:
     return result
 
 
-@router.post("/mine/upload", response_model=MineResult)
+@router.post("/mine/upload", response_model=MineResult,
+             responses=errors(400, 404, 413, 422, not_found=UnknownIdsError))
 async def mine_upload(
     loaded: LoadedDep,
     settings: SettingsDep,
