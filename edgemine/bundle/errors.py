@@ -22,8 +22,9 @@ class UnknownImageIds(KeyError):
     def __init__(self, ids: Iterable[str]) -> None:
         self.ids = sorted(set(ids))
         shown = ", ".join(repr(_cut(i, self.SHOWN_CHARS)) for i in self.ids[:self.SHOWN])
-        more = f" (and {len(self.ids) - self.SHOWN} more)" if len(self.ids) > self.SHOWN else ""
-        super().__init__(f"unknown image ids: {shown}{more}")
+        # The count comes first: a long message may be cut where it is echoed (HTTP error bodies).
+        more = f" ({len(self.ids)}; {len(self.ids) - self.SHOWN} more not shown)" if len(self.ids) > self.SHOWN else ""
+        super().__init__(f"unknown image ids{more}: {shown}")
 
     def __str__(self) -> str:
         return str(self.args[0])

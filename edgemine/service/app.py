@@ -14,8 +14,8 @@ from edgemine.service.api import routes_health, routes_images, routes_labels, ro
 from edgemine.service.api.docs import install_offline_docs
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
-from edgemine.service.api.security import install_security
 from edgemine.service.api.request_ids import install_request_ids
+from edgemine.service.api.security import install_security
 from edgemine.service.config import Settings
 from edgemine.service.runtime import EmbedderLoader, Runtime
 

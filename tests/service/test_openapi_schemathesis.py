@@ -149,13 +149,15 @@ def test_error_bodies_are_declared_per_route(image_bundle: Any, open_client: Cal
         return {code: body.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
                 .rsplit("/", 1)[-1] for code, body in responses.items()}
 
-    assert declared("/v1/mine", "post") == {"200": "MineResult", "400": "ErrorDetail", "404": "UnknownIdsError",
+    assert declared("/v1/mine", "post") == {"200": "MineResult", "400": "ErrorDetail", "401": "ErrorDetail",
+                                            "404": "UnknownIdsError",
                                             "413": "ErrorDetail", "422": "ValidationErrorBody",
                                             "500": "InternalError", "503": "ErrorDetail"}
     assert declared("/v1/batches", "post")["409"] == "ConflictError"
     assert declared("/v1/batches/{batch_id}", "delete")["200"] == "BatchDeleted"
     image = declared("/v1/images/{image_id}", "get")
-    assert image["403"] == "ErrorDetail" and image["404"] == "NotFoundError"
+    assert image["403"] == "ErrorDetail" and image["404"] == "NotFoundError" and image["415"] == "ErrorDetail"
+    assert "401" not in declared("/v1/health", "get")  # health stays open with an API key
     assert "image/*" in spec["paths"]["/v1/images/{image_id}"]["get"]["responses"]["200"]["content"]
     detail = spec["components"]["schemas"]["ValidationErrorBody"]["properties"]["detail"]
     assert {"type": "string"} in detail["anyOf"]  # our own 422s explain in one string

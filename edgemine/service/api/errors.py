@@ -15,17 +15,23 @@ from starlette.responses import Response
 from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.models.base import ModelUnavailable
 from edgemine.service.api.request_ids import HEADER, request_id
-from edgemine.service.api.safe_json import MAX_ITEMS, SafeJSONResponse
+from edgemine.service.api.safe_json import MAX_ITEMS, SafeJSONResponse, safe_json
 from edgemine.service.batches import NothingToQueue, UnknownBatch
 from edgemine.service.filters import FilterError
-from edgemine.service.limits import ECHO_ID_CHARS, MAX_ECHOED_IDS, shorten
+from edgemine.service.limits import ECHO_CHARS, ECHO_ID_CHARS, MAX_ECHOED_IDS, shorten
 from edgemine.service.miner import QueryError
 
 log = logging.getLogger("edgemine.service")
 
 
 def validation_detail(errors: list[Any]) -> list[Any]:
-    """Return pydantic's error list, cut to MAX_ITEMS entries (the last one says how many were left out)."""
+    """Return pydantic's error list, cut to MAX_ITEMS entries (the last one says how many were left out).
+
+    Each error's echoed `input` is cut harder than other values (ECHO_CHARS per string, 10 items
+    per list): a rejected 64-prompt list must not come back as 64 KB.
+    """
+    errors = [{**e, "input": safe_json(e["input"], max_text=ECHO_CHARS, max_items=10)}
+              if isinstance(e, dict) and "input" in e else e for e in errors]
     if len(errors) <= MAX_ITEMS:
         return errors
     kept = errors[: MAX_ITEMS - 1]
