@@ -43,6 +43,8 @@ _CSS = """
 .edgemine .em-id{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;color:#2b3445}
 .edgemine .em-near{display:flex;gap:4px;align-items:center;color:#4a5263;white-space:nowrap;overflow:hidden}
 .edgemine .em-near img{width:32px;height:24px;object-fit:cover;border-radius:2px;flex:none}
+.edgemine .em-sim{flex:none;font-variant-numeric:tabular-nums}
+.edgemine .em-nid{overflow:hidden;text-overflow:ellipsis}
 .edgemine .em-state{display:inline-block;padding:0 5px;border-radius:8px;background:#e3e7ee;font-size:11px}
 .edgemine .em-state-queued{background:#fde9b8}.edgemine .em-state-labeled{background:#cdebd3}
 .edgemine .em-more{margin-top:6px;color:#4a5263}
@@ -173,9 +175,10 @@ def _nearest(example_id: str | None, similarity: float | None, thumbs: _Thumbnai
         if not isinstance(got, Exception):
             drawn.add(example_id)
             picture = f'<img src="{got}" alt="">'
-    sim = "" if similarity is None else f" · {similarity:.3f}"
-    return (f'<div class="em-near" title="nearest example: {_e(example_id)}{sim}">'
-            f'{picture}<span>≈ {_e(example_id)}{sim}</span></div>')
+    sim = "" if similarity is None else f"{similarity:.3f}"
+    # The similarity first: a long id is cut by the card's width, the number must stay visible.
+    return (f'<div class="em-near" title="nearest example: {_e(example_id)} (similarity {sim or "?"})">'
+            f'{picture}<span class="em-sim">{sim}</span><span class="em-nid">≈ {_e(example_id)}</span></div>')
 
 
 def _card(image_id: str, top_left: str, top_right: str, near: str, state: str,
@@ -199,7 +202,8 @@ def render_result(result: ResultLike, max_thumbnails: int = MAX_THUMBNAILS, size
     candidates = list(result.candidates)
     thumbs, drawn = _Thumbnails(result.client, size), set[str]()
     more_pages = "more: .next_page()" if res.next_cursor else "last page"
-    summary = (f"{len(candidates)} candidates of {res.eligible} eligible · strategy {res.strategy} · "
+    ranks = f"ranks {candidates[0].rank}-{candidates[-1].rank} · " if candidates else ""
+    summary = (f"{len(candidates)} candidates of {res.eligible} eligible · {ranks}strategy {res.strategy} · "
                f"model {res.model} · bundle v{res.bundle_version} · {res.timings.total_ms:.0f} ms · {more_pages}")
     cards = [
         _card(c.image_id, f"#{c.rank}", f"score {c.score:.4f}",

@@ -130,8 +130,8 @@ def test_result_renders_a_grid_with_rank_score_nearest_example_and_inlined_jpegs
     text = " ".join(parse(page).text)
     for c in result.candidates:
         assert f"#{c.rank}" in text and f"score {c.score:.4f}" in text and c.image_id in text
-        assert f"≈ {c.nearest_example_id} · {c.nearest_example_similarity:.3f}" in text
-    assert "5 candidates of 1234 eligible" in text and "edgemine-tiny/none" in text and "next_page" in text
+        assert f"{c.nearest_example_similarity:.3f} ≈ {c.nearest_example_id}" in text
+    assert "5 candidates of 1234 eligible · ranks 1-5" in text and "edgemine-tiny/none" in text and "next_page" in text
     pictures = data_images(page)
     assert len(pictures) == 5 + 5  # one card each, and the (same) nearest example drawn beside each
     assert all(Image.open(io.BytesIO(p)).format == "JPEG" for p in pictures)
@@ -207,7 +207,7 @@ def test_batch_renders_positions_states_and_provenance() -> None:
     assert_self_contained(page)
     text = " ".join(parse(page).text)
     assert "Batch night-crosswalk-1" in text and "(b-123)" in text and "2 images · 1 labeled, 1 queued" in text
-    assert "#1" in text and "score 0.7100" in text and "≈ p.jpg · 0.900" in text and "#2" in text
+    assert "#1" in text and "score 0.7100" in text and "0.900 ≈ p.jpg" in text and "#2" in text
     assert 'class="em-state em-state-queued"' in page and 'class="em-state em-state-labeled"' in page
     assert len(data_images(page)) == 3
 
