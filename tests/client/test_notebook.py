@@ -16,13 +16,18 @@ NOTEBOOK = Path(__file__).resolve().parents[2] / "docs" / "notebooks" / "walkthr
 CELL_TIMEOUT_S = 180
 
 
+def read_notebook() -> Any:
+    """The stored notebook (nbformat's reader has no type hints)."""
+    return nbformat.read(NOTEBOOK, as_version=4)  # type: ignore[no-untyped-call]
+
+
 def html_outputs(nb: Any) -> list[str]:
     return [out["data"]["text/html"] for cell in nb.cells if cell.cell_type == "code"
             for out in cell.outputs if "text/html" in out.get("data", {})]
 
 
 def test_notebook_is_stored_clean_without_outputs() -> None:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = read_notebook()
     nbformat.validate(nb)
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
@@ -32,7 +37,7 @@ def test_notebook_is_stored_clean_without_outputs() -> None:
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     """The notebook, executed in a fresh kernel with an empty temporary working directory."""
     workdir = tmp_path_factory.mktemp("notebook")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = read_notebook()
     # Raises CellExecutionError (with the cell and its traceback) if any cell fails.
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
