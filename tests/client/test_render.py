@@ -5,13 +5,20 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+import edgemine
+from edgemine.bundle.layout import ModelInfo
 from edgemine.client.render import (
     GIVE_UP_AFTER,
     MAX_THUMBNAILS,
@@ -20,6 +27,7 @@ from edgemine.client.render import (
     render_result,
     render_table,
 )
+from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
 from edgemine.service.batches import BatchItem
 from edgemine.service.query import Candidate, MineResult, Timings
 
@@ -236,3 +244,39 @@ def test_mapping_flattens_nested_reports_such_as_health() -> None:
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_numbers_are_shown_not_crashed_on(value: float) -> None:
     assert f">{value}<" in render_table([{"v": value}], "t")
+
+
+@pytest.fixture
+def script_id_bundle(tmp_path: Path, make_images: Callable[..., list[str]]) -> tuple[Path, list[str]]:
+    """A bundle (precomputed vectors) whose ids are HTML: `<script>...` and quotes, with real image files."""
+    root = tmp_path / "images"
+    files = make_images(root, 8, seed=2)
+    ids = [f'<script>alert("{i}")</script>' if i % 2 else f'"><img src=x onerror=alert({i})>' for i in range(8)]
+    vectors = np.random.default_rng(3).standard_normal((8, 16)).astype(np.float32)
+    pq.write_table(pa.table({"image_id": ids, "path": [f"images/{f}" for f in files],
+                             "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
+                             "note": [f"<b>{i}</b>" for i in range(8)]}), tmp_path / "emb.parquet")
+    choice = ModelChoice(ModelInfo(identity="byo:test", name="test", pretrained="external"), None)
+    report = run_index(read_embeddings_source(tmp_path / "emb.parquet", image_root=root), tmp_path / "bundle",
+                       choice, progress=False)
+    assert report.published
+    return tmp_path / "bundle", ids
+
+
+def test_real_client_result_and_batch_html_escape_script_ids_and_inline_real_thumbnails(
+        script_id_bundle: tuple[Path, list[str]]) -> None:
+    bundle, ids = script_id_bundle
+    with edgemine.open(bundle) as em:
+        res = em.mine(positive_ids=[ids[0]], k=5)
+        batch = em.queue(res, name="<script>batch</script>")
+        for page in (res._repr_html_(), batch._repr_html_()):
+            assert_self_contained(page)
+            assert "<script" not in page and "<img src=x" not in page
+            tags = parse(page)
+            assert not any(a.startswith("on") for _, attrs in tags.tags for a in attrs)
+            text = " ".join(tags.text)
+            assert all(c.image_id in text for c in res.candidates)
+            assert "no thumbnail" not in text
+            # Five cards, each with the nearest example beside it: real thumbnails of the image files.
+            assert len(data_images(page)) == 5 + 5
+        assert "<script" not in batch._repr_html_() and "&lt;script&gt;batch&lt;/script&gt;" in batch._repr_html_()
