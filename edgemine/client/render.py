@@ -281,3 +281,15 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any
 def render_mapping(mapping: Mapping[str, Any], title: str) -> str:
     """Return a (nested) dict such as the health report as a two-column field/value table."""
     return render_table(_flatten(mapping), title)
+
+
+class Report(dict[str, Any]):
+    """A plain dict (a health or yield report) that Jupyter shows as a field/value table."""
+
+    def __init__(self, data: Mapping[str, Any], title: str) -> None:
+        """Copy `data`; `title` heads the table."""
+        super().__init__(data)
+        self.title = title
+
+    def _repr_html_(self) -> str:
+        return render_mapping(self, self.title)

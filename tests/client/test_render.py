@@ -22,6 +22,7 @@ from edgemine.bundle.layout import ModelInfo
 from edgemine.client.render import (
     GIVE_UP_AFTER,
     MAX_THUMBNAILS,
+    Report,
     render_batch,
     render_mapping,
     render_result,
@@ -280,3 +281,11 @@ def test_real_client_result_and_batch_html_escape_script_ids_and_inline_real_thu
             # Five cards, each with the nearest example beside it: real thumbnails of the image files.
             assert len(data_images(page)) == 5 + 5
         assert "<script" not in batch._repr_html_() and "&lt;script&gt;batch&lt;/script&gt;" in batch._repr_html_()
+
+
+def test_report_is_a_plain_dict_that_renders_as_a_table() -> None:
+    report = Report({"ready": True, "counts": {"images": 60}}, "Health <b>")
+    assert report == {"ready": True, "counts": {"images": 60}} and isinstance(report, dict)
+    page = report._repr_html_()
+    assert_self_contained(page)
+    assert "<h4>Health &lt;b&gt;</h4>" in page and "<td>counts.images</td>" in page
