@@ -118,7 +118,7 @@ class LocalBackend:
         """Set the labeling state of images; return how many changed (UnknownImageIds if any id is unknown)."""
         if state not in LABEL_STATES:
             raise QueryError(f"unknown labeling state {state!r}; valid: {', '.join(LABEL_STATES)}")
-        checked: LabelState = state  # type: ignore[assignment]
+        checked: LabelState = state  # narrowed by the check above
         return self._call(lambda: self._state.set_state(list(image_ids), checked))
 
     def images(self, filters: dict[str, FilterValue], states: Sequence[str], contains: str,

@@ -40,7 +40,7 @@ class Client:
         """The backend the calls go to."""
         return self._backend
 
-    def mine(self, uploads: Sequence[UploadLike] = (), **query: Any) -> MiningResult:
+    def mine(self, *, uploads: Sequence[UploadLike] = (), **query: Any) -> MiningResult:
         """Mine candidates: keyword arguments are `MineQuery` fields (positive_ids, texts, k, filters, ...).
 
         `uploads` are example images (paths, bytes, or (name, bytes) pairs) used as positives.
@@ -110,6 +110,9 @@ class Client:
         """Browse images in catalog order with mining's metadata filters, labeling states and an id substring."""
         states = ["unlabeled", "queued", "labeled"] if state is None else [state] if isinstance(state, str) \
             else list(state)
+        unknown = [s for s in states if s not in ("unlabeled", "queued", "labeled")]
+        if unknown:
+            raise QueryError(f"unknown labeling state {unknown[0]!r}; valid: unlabeled, queued, labeled")
         try:
             parsed = _FILTERS.validate_python(filters or {})
         except ValidationError as exc:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
 
 BYO_MODEL = ModelChoice(ModelInfo(identity="byo:test", name="test", pretrained="external"), None)
 TIMES = ("day", "night", "dusk")
+T0 = datetime(2024, 3, 1, 6, 0, 0)
 
 
 @dataclass
@@ -37,7 +39,7 @@ class ApiBundle:
 
 @pytest.fixture
 def api_bundle(tmp_path: Path, make_images: Callable[..., list[str]]) -> ApiBundle:
-    """60 small PNGs (ids like g0/img000.png) with 16-d random vectors, time_of_day and sequence_id."""
+    """60 small PNGs (ids like g0/img000.png) with 16-d random vectors and metadata (text, int, float, time)."""
     root = tmp_path / "images"
     ids = make_images(root, 60, seed=5)
     vectors = np.random.default_rng(11).standard_normal((len(ids), 16)).astype(np.float32)
@@ -47,6 +49,10 @@ def api_bundle(tmp_path: Path, make_images: Callable[..., list[str]]) -> ApiBund
         "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
         "time_of_day": [TIMES[i % 3] for i in range(len(ids))],
         "sequence_id": [f"seq{i % 5}" for i in range(len(ids))],
+        # Typed columns, so that both backends are compared on more than strings.
+        "frame": pa.array(range(len(ids)), pa.int64()),
+        "speed": [float(i % 7) * 1.5 for i in range(len(ids))],
+        "timestamp": pa.array([T0 + timedelta(minutes=i) for i in range(len(ids))], pa.timestamp("us")),
     })
     pq.write_table(table, tmp_path / "embeddings.parquet")
     report = run_index(read_embeddings_source(tmp_path / "embeddings.parquet", image_root=root),

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -35,7 +36,7 @@ def test_mine_returns_the_service_models(api: edgemine.Client, api_bundle: ApiBu
 
 
 def test_next_page_walks_the_ranking_until_none(api: edgemine.Client, api_bundle: ApiBundle) -> None:
-    query = {"positive_ids": [api_bundle.ids[1], api_bundle.ids[7]], "strategy": "rrf",
+    query: dict[str, Any] = {"positive_ids": [api_bundle.ids[1], api_bundle.ids[7]], "strategy": "rrf",
              "filters": {"time_of_day": ["day", "dusk"]}}
     whole = api.mine(k=100, **query)
     pages = [api.mine(k=7, **query)]
@@ -164,6 +165,8 @@ def test_images_browse_with_filters_states_and_contains(api: edgemine.Client, ap
     assert api.images(contains="g1/").total == 20
     with pytest.raises(edgemine.QueryError):
         api.images(filters={"time_of_day": {}})
+    with pytest.raises(edgemine.QueryError, match="unknown labeling state"):
+        api.images(state="done")
 
 
 @pytest.mark.skipif(not HAS_DELETE, reason="DELETE /v1/batches/{id} comes with the error-handling branch")

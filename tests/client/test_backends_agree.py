@@ -56,8 +56,9 @@ def test_same_query_gives_identical_results_on_both_backends(both: Pair, api_bun
 
 def test_cursor_pages_are_identical_and_interchangeable(both: Pair, api_bundle: ApiBundle) -> None:
     local, remote = both
-    q = {"positive_ids": [api_bundle.ids[3]], "k": 7, "strategy": "max"}
-    a, b = local.mine(**q), remote.mine(**q)
+    q: dict[str, Any] = {"positive_ids": [api_bundle.ids[3]], "k": 7, "strategy": "max"}
+    a: edgemine.MiningResult | None = local.mine(**q)
+    b: edgemine.MiningResult | None = remote.mine(**q)
     pages = 0
     while a is not None and b is not None:
         assert_same_result(a.result, b.result)
@@ -72,7 +73,7 @@ def test_cursor_pages_are_identical_and_interchangeable(both: Pair, api_bundle: 
 
 def test_state_changed_on_one_backend_is_seen_by_the_other(both: Pair, api_bundle: ApiBundle) -> None:
     local, remote = both
-    q = {"positive_ids": [api_bundle.ids[12]], "k": 6}
+    q: dict[str, Any] = {"positive_ids": [api_bundle.ids[12]], "k": 6}
     first = local.mine(**q)
     batch = local.queue(first, name="from the notebook")
     assert remote.batch(batch.batch_id).model == local.batch(batch.batch_id).model
@@ -101,7 +102,7 @@ def test_health_browse_and_thumbnails_are_identical(both: Pair, api_bundle: ApiB
     assert h_local.keys() == h_remote.keys()
     for key in ("bundle_version", "model", "dim", "index", "counts", "metadata_columns", "writable", "ready"):
         assert h_local[key] == h_remote[key], key
-    page = {"filters": {"time_of_day": "dusk"}, "offset": 3, "limit": 7}
+    page: dict[str, Any] = {"filters": {"time_of_day": "dusk"}, "offset": 3, "limit": 7}
     assert local.images(**page) == remote.images(**page)
     image_id = api_bundle.ids[14]
     assert local.thumbnail(image_id, 20) == remote.thumbnail(image_id, 20)

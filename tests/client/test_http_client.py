@@ -131,7 +131,7 @@ def test_unknown_batch_and_delete_map_to_the_batch_routes() -> None:
 def test_requests_carry_the_bearer_key_and_queries_are_sent_by_alias() -> None:
     seen: list[httpx.Request] = []
     http = HttpBackend("http://edgemine.test", "s3cret", transport=httpx.MockTransport(flaky([200], seen)))
-    http.mine(MineQuery(positive_ids=["a"], filters={"time_of_day": {"in": ["night"]}}))
+    http.mine(MineQuery.model_validate({"positive_ids": ["a"], "filters": {"time_of_day": {"in": ["night"]}}}))
     assert seen[0].headers["Authorization"] == "Bearer s3cret"
     assert json.loads(seen[0].content)["filters"]["time_of_day"]["in"] == ["night"]
 
