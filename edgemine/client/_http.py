@@ -65,6 +65,9 @@ class HttpBackend:
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout),
                                   transport=transport)
 
+    def __repr__(self) -> str:
+        return f"HttpBackend({self.url!r})"
+
     def _request(self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> httpx.Response:
         """Send a request, retrying 503s and failed connections; raise the typed error of a failure."""
         attempt = 0

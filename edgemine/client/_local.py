@@ -59,6 +59,9 @@ class LocalBackend:
             kwargs: dict[str, Any] = {"loader": loader} if loader is not None else {}
             self.runtime = Runtime(Path(bundle_dir), public_url=public_url, **kwargs)
 
+    def __repr__(self) -> str:
+        return f"LocalBackend({str(self.runtime.paths.root)!r})"
+
     @property
     def _state(self) -> StateDB:
         if self.runtime.state is None:  # Runtime refuses a bundle without one; kept for the type

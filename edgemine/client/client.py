@@ -14,6 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from edgemine.client._backend import Backend
 from edgemine.client.errors import QueryError
 from edgemine.client.results import Batch, MiningResult
+from edgemine.service import limits
 from edgemine.service.batches import BatchCreate, BatchItemIn
 from edgemine.service.browse import ImagePage
 from edgemine.service.miner import Upload
@@ -103,6 +104,8 @@ class Client:
             return 0
         if state not in ("labeled", "queued", "unlabeled"):
             raise QueryError(f"unknown labeling state {state!r}; valid: labeled, queued, unlabeled")
+        if len(wanted) > limits.MAX_LABEL_IDS:  # the service's limit, kept by the local backend too
+            raise QueryError(f"{len(wanted)} ids to label; at most {limits.MAX_LABEL_IDS} per call")
         return self._backend.set_state(wanted, state)
 
     def images(self, filters: dict[str, Any] | None = None, state: str | Sequence[str] | None = None,
@@ -128,8 +131,13 @@ class Client:
         return self._backend.thumbnail(image_id, size)
 
     def health(self) -> dict[str, Any]:
-        """Return the bundle's health: version, counts per state, model, metadata columns, writable."""
-        return self._backend.health()
+        """Return the bundle's health: version, counts per state, model, metadata columns, writable.
+
+        A plain dict, shown in Jupyter as a table.
+        """
+        from edgemine.client.render import Report
+
+        return Report(self._backend.health(), "edgemine health")
 
     def close(self) -> None:
         """Release the backend's connections."""

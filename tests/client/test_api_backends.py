@@ -16,6 +16,7 @@ from edgemine.client import ImageUnavailable
 from edgemine.service import batches as service_batches
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.browse import ImagePage
+from edgemine.service.limits import MAX_LABEL_IDS
 from edgemine.service.query import Candidate, MineQuery, MineResult
 
 from .conftest import ApiBundle
@@ -104,6 +105,8 @@ def test_label_changes_state_counts_and_mining(api: edgemine.Client, api_bundle:
     assert api.label(res.ids[0], state="unlabeled") == 1  # one id, not its characters
     with pytest.raises(edgemine.QueryError, match="unknown labeling state"):
         api.label(res.ids[:1], state="done")
+    with pytest.raises(edgemine.QueryError, match="at most"):
+        api.label([res.ids[0]] * (MAX_LABEL_IDS + 1))
 
 
 def test_unknown_ids_raise_unknown_image_ids_naming_them(api: edgemine.Client, api_bundle: ApiBundle) -> None:
@@ -190,4 +193,11 @@ def test_queueing_only_queued_images_raises_batch_conflict(api: edgemine.Client,
 
 
 def test_client_is_a_context_manager_and_names_its_backend(api: edgemine.Client) -> None:
-    assert "Backend" in repr(api) and api.health()["ready"] is True
+    assert repr(api).startswith(("<edgemine.Client over LocalBackend('", "<edgemine.Client over HttpBackend('http"))
+    assert api.health()["ready"] is True
+
+
+def test_health_is_a_dict_that_renders_as_a_table(api: edgemine.Client) -> None:
+    health = api.health()
+    assert isinstance(health, dict) and health["counts"]["images"] == 60 and health["model"] == "byo:test"
+    assert "<table" in health._repr_html_() and "byo:test" in health._repr_html_()  # type: ignore[attr-defined]
