@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,9 @@ def _submodules(package: object) -> list[str]:
     import pkgutil
 
     return [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")]  # type: ignore[attr-defined]
+
+
+def test_opening_a_missing_bundle_raises_service_unavailable_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(edgemine.ServiceUnavailable, match="does not exist") as missing:
+        edgemine.open(tmp_path / "no-bundle")
+    assert str(tmp_path / "no-bundle") in str(missing.value)
