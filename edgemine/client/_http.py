@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from edgemine.client.errors import (
     AuthenticationError,
@@ -26,7 +27,7 @@ from edgemine.service.browse import ImagePage
 from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
 
-_BATCHES = TypeAdapter(list[BatchModel])
+T = TypeVar("T")
 _FILTERS = TypeAdapter(dict[str, FilterValue])
 # A Retry-After from the server is honoured up to this many seconds per wait.
 MAX_RETRY_AFTER_S = 30.0
@@ -103,25 +104,24 @@ class HttpBackend:
             files = [("files", (up.name, up.data, "application/octet-stream")) for up in uploads]
             response = self._request("POST", "/v1/mine/upload", files=files,
                                      data={"query": query.model_dump_json(by_alias=True)})
-        return MineResult.model_validate_json(response.content)
+        return _parse(response, MineResult)
 
     def create_batch(self, request: BatchCreate) -> BatchModel:
         """Queue images as a named batch (POST /v1/batches); return it with its items."""
         response = self._request("POST", "/v1/batches", idempotent=False, json=request.model_dump(mode="json"))
-        return BatchModel.model_validate_json(response.content)
+        return _parse(response, BatchModel)
 
     def list_batches(self) -> list[BatchModel]:
         """Return all batches, newest first, without items."""
-        return _BATCHES.validate_json(self._request("GET", "/v1/batches").content)
+        return _parse(self._request("GET", "/v1/batches"), list[BatchModel])
 
     def get_batch(self, batch_id: str) -> BatchModel:
         """Return one batch with its items."""
-        return BatchModel.model_validate_json(self._request("GET", _batch_path(batch_id)).content)
+        return _parse(self._request("GET", _batch_path(batch_id)), BatchModel)
 
     def delete_batch(self, batch_id: str) -> int:
         """Delete a batch (DELETE /v1/batches/{id}); return how many queued images went back to unlabeled."""
-        body = self._request("DELETE", _batch_path(batch_id)).json()
-        return int(body["released"])
+        return _parse(self._request("DELETE", _batch_path(batch_id)), _Deleted).released
 
     def export_batch(self, batch_id: str, fmt: ExportFormat) -> str:
         """Return a batch rendered as JSONL, CSV or Label Studio JSON (absolute image links)."""
@@ -129,15 +129,15 @@ class HttpBackend:
 
     def set_state(self, image_ids: Sequence[str], state: str) -> int:
         """Set the labeling state of images (POST /v1/labels); return how many changed."""
-        body = self._request("POST", "/v1/labels", json={"image_ids": list(image_ids), "state": state}).json()
-        return int(body["changed"])
+        response = self._request("POST", "/v1/labels", json={"image_ids": list(image_ids), "state": state})
+        return _parse(response, _Labeled).changed
 
     def images(self, filters: dict[str, FilterValue], states: Sequence[str], contains: str,
                offset: int, limit: int) -> ImagePage:
         """Browse images (GET /v1/images)."""
         params: dict[str, Any] = {"filters": _FILTERS.dump_json(filters, by_alias=True).decode(),
                                   "state": list(states), "contains": contains, "offset": offset, "limit": limit}
-        return ImagePage.model_validate_json(self._request("GET", "/v1/images", params=params).content)
+        return _parse(self._request("GET", "/v1/images", params=params), ImagePage)
 
     def thumbnail(self, image_id: str, size: int) -> bytes:
         """Return a JPEG thumbnail of an image (GET /v1/images/{id}?size=)."""
@@ -146,12 +146,40 @@ class HttpBackend:
 
     def health(self) -> dict[str, Any]:
         """Return the service's health report (GET /v1/health)."""
-        body: dict[str, Any] = self._request("GET", "/v1/health").json()
-        return body
+        return _parse(self._request("GET", "/v1/health"), dict[str, Any])
 
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+
+class _Deleted(BaseModel):
+    """What DELETE /v1/batches/{id} answers (the service's BatchDeleted)."""
+
+    released: int
+
+
+class _Labeled(BaseModel):
+    """What POST /v1/labels answers (the service's LabelResponse)."""
+
+    changed: int
+
+
+@functools.cache
+def _adapter(kind: Hashable) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)  # building one costs more than a small validation: once per type
+
+
+def _parse(response: httpx.Response, kind: type[T]) -> T:
+    """Validate a success body as `kind`; a body that is not one (a proxy's page...) is an EdgemineError."""
+    try:
+        value: T = _adapter(cast(Hashable, kind)).validate_json(response.content)
+        return value
+    except ValidationError as exc:
+        raise EdgemineError(
+            f"{response.request.method} {response.request.url.path} answered {response.status_code} with a body "
+            f"that is not {getattr(kind, '__name__', kind)}: {exc.errors(include_url=False)[:1]}",
+            status=response.status_code) from exc
 
 
 def _batch_path(batch_id: str) -> str:

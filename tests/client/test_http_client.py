@@ -157,6 +157,14 @@ def test_one_connection_is_reused_across_calls(server: str, api_bundle: ApiBundl
         assert len(pool.connections) == 1
 
 
+def test_a_success_body_that_is_not_the_model_is_an_edgemine_error() -> None:
+    html = backend(lambda request: httpx.Response(200, text="<html>proxy login</html>"), [], retries=0)
+    with pytest.raises(edgemine.EdgemineError, match="not MineResult"):
+        html.mine(MineQuery(positive_ids=["a"]))
+    with pytest.raises(edgemine.EdgemineError, match="not dict"):
+        html.health()
+
+
 def test_bad_backend_options_are_refused() -> None:
     with pytest.raises(ValueError, match="retries"):
         HttpBackend("http://edgemine.test", retries=-1)
