@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, unquote
 
@@ -166,14 +166,14 @@ class _Labeled(BaseModel):
 
 
 @functools.cache
-def _adapter(kind: Hashable) -> TypeAdapter[Any]:
+def _adapter(kind: Any) -> TypeAdapter[Any]:
     return TypeAdapter(kind)  # building one costs more than a small validation: once per type
 
 
 def _parse(response: httpx.Response, kind: type[T]) -> T:
     """Validate a success body as `kind`; a body that is not one (a proxy's page...) is an EdgemineError."""
     try:
-        value: T = _adapter(cast(Hashable, kind)).validate_json(response.content)
+        value: T = _adapter(cast(Any, kind)).validate_json(response.content)
         return value
     except ValidationError as exc:
         raise EdgemineError(
