@@ -38,8 +38,10 @@ class HttpBackend:
 
     A 503 (and a connection that could not be opened) is retried `retries` times, waiting
     `backoff * 2**attempt` seconds (or the server's Retry-After) in between, then raises
-    `ServiceUnavailable`. Calls that may not be repeated (creating a batch) are retried only
-    when the request never reached the server.
+    `ServiceUnavailable`. Every call retries those: the service answers 503 before it changes
+    anything, or after the change rolled back. A timeout or a connection cut mid-answer may come
+    after the work was done, so only calls that are safe to repeat retry those (not creating a
+    batch: it would be created twice).
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 30.0, retries: int = 3,
