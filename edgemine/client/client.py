@@ -68,15 +68,18 @@ class Client:
         queued) for unknown ids, and BatchConflict when every image is already queued or labeled.
         """
         result = items.result if isinstance(items, MiningResult) else items
-        if isinstance(result, MineResult):
-            rows = [BatchItemIn(image_id=c.image_id, score=c.score, nearest_example_id=c.nearest_example_id,
-                                nearest_example_similarity=c.nearest_example_similarity) for c in result.candidates]
-        else:
-            rows = [BatchItemIn(image_id=i) for i in _ids(items)]
         if query is None and isinstance(items, MiningResult):
             query = items.query
         provenance = query.model_dump(mode="json", by_alias=True) if isinstance(query, MineQuery) else query or {}
         try:
+            if isinstance(result, MineResult):
+                rows = [BatchItemIn(image_id=c.image_id, score=c.score, nearest_example_id=c.nearest_example_id,
+                                    nearest_example_similarity=c.nearest_example_similarity)
+                        for c in result.candidates]
+            else:
+                rows = [BatchItemIn(image_id=i) for i in _ids(items)]
+            if not rows:
+                raise QueryError("nothing to queue: no candidates or ids were given")
             request = BatchCreate(name=name, items=rows, query=provenance)
         except ValidationError as exc:
             raise QueryError(_validation_message(exc)) from exc

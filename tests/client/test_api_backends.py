@@ -80,6 +80,16 @@ def test_queue_keeps_provenance_and_queued_images_are_not_mined_again(api: edgem
     assert by_ids.ids == again.ids[:2] and by_ids.items[0].score is None
 
 
+def test_queue_refuses_nothing_and_bad_names_with_query_error(api: edgemine.Client, api_bundle: ApiBundle) -> None:
+    with pytest.raises(edgemine.QueryError, match="nothing to queue"):
+        api.queue([], name="empty")
+    with pytest.raises(edgemine.QueryError, match="name"):
+        api.queue(api_bundle.ids[:1], name="")
+    with pytest.raises(edgemine.QueryError, match="image_id"):
+        api.queue([""], name="blank id")
+    assert api.batches() == []
+
+
 def test_export_in_every_format_and_write_it_atomically(api: edgemine.Client, api_bundle: ApiBundle,
                                                          tmp_path: Path) -> None:
     res = api.mine(positive_ids=[api_bundle.ids[4]], k=3)
