@@ -70,5 +70,7 @@ def test_notebook_outputs_contain_the_rendered_grids(executed: tuple[Any, Path])
         assert "no thumbnail" not in page
         assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "ranks 7-12" in results[1]
+    health = [p for p in pages if "<h4>edgemine health</h4>" in p]
+    assert len(health) == 1 and "<td>counts.unlabeled</td><td class=\"em-num\">48</td>" in health[0]
     assert batches[0].count('"em-state em-state-queued"') == 6
     assert batches[1].count('"em-state em-state-labeled"') == 6
