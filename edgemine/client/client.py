@@ -102,11 +102,11 @@ class Client:
 
         `ids` is image ids, a batch or a mining result. Unknown ids fail the whole call (UnknownImageIds).
         """
+        if state not in ("labeled", "queued", "unlabeled"):
+            raise QueryError(f"unknown labeling state {state!r}; valid: labeled, queued, unlabeled")
         wanted = _ids(ids)
         if not wanted:
             return 0
-        if state not in ("labeled", "queued", "unlabeled"):
-            raise QueryError(f"unknown labeling state {state!r}; valid: labeled, queued, unlabeled")
         if len(wanted) > limits.MAX_LABEL_IDS:  # the service's limit, kept by the local backend too
             raise QueryError(f"{len(wanted)} ids to label; at most {limits.MAX_LABEL_IDS} per call")
         return self._backend.set_state(wanted, state)
@@ -168,15 +168,17 @@ def open(bundle_dir: str | os.PathLike[str], *, public_url: str = "") -> Client:
     return Client(LocalBackend(bundle_dir, public_url=public_url))
 
 
-def connect(url: str, api_key: str | None = None, **options: Any) -> Client:
+def connect(url: str, api_key: str | None = None, *, timeout: float = 30.0, retries: int = 3,
+            backoff: float = 0.5) -> Client:
     """Return a Client for an edgemine service at `url` (e.g. "http://127.0.0.1:8000").
 
-    `api_key` is sent as a Bearer token; `options` go to HttpBackend (timeout=30.0, retries=3,
-    backoff=0.5).
+    `api_key` is sent as a Bearer token. Each request may take `timeout` seconds to connect and
+    per read; a 503 or a refused connection is retried `retries` times after `backoff` seconds,
+    doubling (see HttpBackend).
     """
     from edgemine.client._http import HttpBackend
 
-    return Client(HttpBackend(url, api_key, **options))
+    return Client(HttpBackend(url, api_key, timeout=timeout, retries=retries, backoff=backoff))
 
 
 def _ids(items: IdsLike) -> list[str]:
@@ -186,7 +188,15 @@ def _ids(items: IdsLike) -> list[str]:
         return [c.image_id for c in items.candidates]
     if isinstance(items, str):  # one id, not its characters
         return [items]
-    return [i.image_id if isinstance(i, Candidate) else str(i) for i in items]
+    out = []
+    for item in items:
+        if isinstance(item, Candidate):
+            out.append(item.image_id)
+        elif isinstance(item, str):
+            out.append(item)
+        else:  # an int or a path is a mistake, not an id to convert
+            raise TypeError(f"image ids are strings (or candidates); got {type(item).__name__} {item!r}")
+    return out
 
 
 def _upload(item: UploadLike, index: int) -> Upload:

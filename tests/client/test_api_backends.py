@@ -117,6 +117,10 @@ def test_label_changes_state_counts_and_mining(api: edgemine.Client, api_bundle:
         api.label(res.ids[:1], state="done")
     with pytest.raises(edgemine.QueryError, match="at most"):
         api.label([res.ids[0]] * (MAX_LABEL_IDS + 1))
+    with pytest.raises(TypeError, match="int"):
+        api.label([res.ids[0], 7])  # type: ignore[list-item]
+    with pytest.raises(edgemine.QueryError, match="unknown labeling state"):
+        api.label([], state="done")
 
 
 def test_unknown_ids_raise_unknown_image_ids_naming_them(api: edgemine.Client, api_bundle: ApiBundle) -> None:
