@@ -152,3 +152,28 @@ def test_the_heavy_module_report_sees_torch_when_it_is_imported() -> None:
     """)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'torch'" in result.stdout
+
+
+def test_import_edgemine_loads_no_heavy_or_service_module() -> None:
+    result = run_python("""
+        import sys
+        import edgemine
+        assert {"open", "connect", "Client"} <= set(dir(edgemine))  # listed, imported on first use
+        print(sorted(m for m in ("torch", "open_clip", "faiss", "fastapi", "httpx", "numpy") if m in sys.modules))
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_python_api_on_a_byo_bundle_does_not_import_torch(byo_bundle: Path) -> None:
+    result = run_python(f"""
+        import sys
+        import edgemine
+        em = edgemine.open({str(byo_bundle)!r})
+        res = em.mine(positive_ids=["im001"], k=5, filters={{"time_of_day": {{"in": ["night"]}}}})
+        assert len(res) == 5 and res.next_page() is not None
+        batch = em.queue(res, name="torch-free")
+        assert em.label(batch.ids) == 5 and batch.export("csv")
+        {REPORT_HEAVY}
+    """)
+    assert_torch_free(result)
