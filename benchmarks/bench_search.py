@@ -2,8 +2,12 @@
 
 Data: synthetic CLIP-like vectors (benchmarks/synthetic.py) with a planted rare cluster.
 Scenarios: 1, 10 and 50 examples; k results; 0%, 50% and 95% of the collection excluded
-(labeled). Half of the query sets mine the rare cluster, half start from random frames.
+(labeled). Methods are timed interleaved, query set by query set, so that load from elsewhere
+on the machine falls on all of them alike. Half of the query sets mine the rare cluster, half start from random frames.
 Recall@k is against exact filtered ground truth (score = max cosine over the examples).
+With --strategies max,probe, edgemine's `probe` strategy (a logistic regression fitted per query,
+served through the ANN index) runs too: its recall is against the exact miner's probe ranking,
+and the Markdown adds its p50 latency relative to `max` (edgemine-auto) per scenario.
 
     python benchmarks/bench_search.py --sizes 100k,1M --out bench-results/search
 
@@ -161,26 +165,17 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
                 "edgemine-auto": lambda rows: _mine(ann, ids, rows, args.k),
                 "edgemine-exact": lambda rows: _mine(exact, ids, rows, args.k),
             }
+            truths = {name: truth for name in methods}
+            if "probe" in args.strategies:
+                methods["edgemine-probe"] = lambda rows: _mine(ann, ids, rows, args.k, "probe")
+                # The probe's own ground truth: the same fitted probe, every eligible row scored exactly.
+                truths["edgemine-probe"] = [np.asarray(_mine(exact, ids, rows, args.k, "probe")) for rows in sets]
             for peer in peers:
                 methods[peer.name] = (lambda p: lambda rows: p.query(vectors[rows], args.k, rows))(peer)
-            for name, fn in methods.items():
-                # edgemine runs FAISS single-threaded, as the service does (its default); peers keep
-                # their libraries' defaults.
-                faiss.omp_set_num_threads(1 if name.startswith("edgemine") else default_threads)
-                for rows in sets[:2]:  # warm-up: mapped pages and lazily built structures
-                    fn(rows)
-                times, recalls = [], []
-                budget_end = time.perf_counter() + args.seconds_per_scenario
-                for rows, gt in zip(sets, truth, strict=True):
-                    t0 = time.perf_counter()
-                    got = np.asarray(fn(rows))
-                    times.append(time.perf_counter() - t0)
-                    recalls.append(len(np.intersect1d(got[: args.k], gt)) / args.k)
-                    if time.perf_counter() > budget_end and len(times) >= 3:
-                        break
-                row = {"method": name, "examples": m, "excluded": frac, **summarize(times, recalls)}
-                results.append(row)
-                print(json.dumps(row), flush=True)
+                truths[peer.name] = truth
+            for row in _measure(methods, truths, sets, args, default_threads):
+                results.append({"method": row.pop("method"), "examples": m, "excluded": frac, **row})
+                print(json.dumps(results[-1]), flush=True)
     for peer in peers:
         peer.close()
     faiss.omp_set_num_threads(default_threads)
@@ -189,8 +184,42 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     return out
 
 
-def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int) -> list[int]:
-    result = miner.mine(MineQuery(positive_ids=[ids[r] for r in rows], k=k, strategy="max"))
+def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndarray],
+             args: argparse.Namespace, default_threads: int) -> list[dict[str, Any]]:
+    """Time every method on every query set, interleaved (set by set, in rotating order).
+
+    Interleaving spreads any background load over all methods alike, so their ratios hold even on
+    a shared machine; each method still stops after `seconds_per_scenario` (and >= 3 queries).
+    """
+    names = list(methods)
+
+    def call(name: str, rows: np.ndarray) -> np.ndarray:
+        # edgemine runs FAISS single-threaded, as the service does (its default); peers keep
+        # their libraries' defaults.
+        faiss.omp_set_num_threads(1 if name.startswith("edgemine") else default_threads)
+        return np.asarray(methods[name](rows))
+
+    for name in names:
+        for rows in sets[:2]:  # warm-up: mapped pages and lazily built structures
+            call(name, rows)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    recalls: dict[str, list[float]] = {name: [] for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    for i, rows in enumerate(sets):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            if spent[name] > args.seconds_per_scenario and len(times[name]) >= 3:
+                continue
+            t0 = time.perf_counter()
+            got = call(name, rows)
+            took = time.perf_counter() - t0
+            times[name].append(took)
+            spent[name] += took
+            recalls[name].append(len(np.intersect1d(got[: args.k], truths[name][i])) / args.k)
+    return [{"method": name, **summarize(times[name], recalls[name])} for name in names]
+
+
+def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int, strategy: str = "max") -> list[int]:
+    result = miner.mine(MineQuery(positive_ids=[ids[r] for r in rows], k=k, strategy=strategy))  # type: ignore[arg-type]
     return [int(c.image_id[3:]) for c in result.candidates]
 
 
@@ -210,6 +239,16 @@ def markdown(res: dict[str, Any]) -> str:
         ratio = f"{ref['p50_ms'] / r['p50_ms']:.1f}x" if ref else ""
         lines.append(f"| {r['method']} | {r['examples']} | {r['excluded']:.0%} | {r['p50_ms']} | {r['p99_ms']} | "
                      f"{r['qps']} | {r['recall']} | {ratio} |")
+    maxes = {(r["examples"], r["excluded"]): r for r in res["results"] if r["method"] == "edgemine-auto"}
+    probes = [r for r in res["results"] if r["method"] == "edgemine-probe"]
+    if probes:
+        lines += ["", "`probe` (fit + ANN search + exact re-scoring) against `max` (edgemine-auto), p50:", "",
+                  "| examples | excluded | max p50 ms | probe p50 ms | probe / max | probe recall@k (vs exact probe) |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in probes:
+            m = maxes[(r["examples"], r["excluded"])]
+            lines.append(f"| {r['examples']} | {r['excluded']:.0%} | {m['p50_ms']} | {r['p50_ms']} | "
+                         f"{r['p50_ms'] / m['p50_ms']:.2f}x | {r['recall']} |")
     if res.get("peers"):
         lines += ["", "| peer | build s | bytes/vector | configuration |", "| --- | ---: | ---: | --- |"]
         for name, p in res["peers"].items():
@@ -229,6 +268,7 @@ def main() -> None:
     parser.add_argument("--seconds-per-scenario", type=float, default=30.0, help="cap for slow methods")
     parser.add_argument("--peers", default="numpy,faiss-flat,hnswlib,qdrant,lancedb", help="'' for none")
     parser.add_argument("--memory-budget", default="4G")
+    parser.add_argument("--strategies", default="max,probe", help="edgemine strategies: max, or max,probe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="scratch directory (bundles, peer indexes)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/search"))
@@ -236,6 +276,7 @@ def main() -> None:
     args.examples = [int(x) for x in args.examples.split(",")]
     args.excluded = [float(x) for x in args.excluded.split(",")]
     args.peers = [p for p in args.peers.split(",") if p]
+    args.strategies = [s for s in args.strategies.split(",") if s]
     peers_mod = None
     if args.peers:
         import peers as peers_mod  # type: ignore[no-redef]

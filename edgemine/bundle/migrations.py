@@ -108,6 +108,51 @@ def bundle_notes(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
+@migration
+def feedback_tables(db: sqlite3.Connection) -> None:
+    """5: mining queries, review verdicts (with history) and a 'rejected' labeling state."""
+    db.execute("""CREATE TABLE IF NOT EXISTS queries (
+        query_id TEXT PRIMARY KEY,
+        session_id TEXT,
+        parent_query_id TEXT,
+        created_at TEXT NOT NULL,
+        bundle_version INTEGER,
+        strategy TEXT NOT NULL,
+        query TEXT NOT NULL
+    )""")
+    db.execute("CREATE INDEX IF NOT EXISTS queries_by_session ON queries (session_id)")
+    db.execute("""CREATE TABLE IF NOT EXISTS verdicts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        image_id TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('accept', 'reject', 'skip')),
+        query_id TEXT,
+        session_id TEXT,
+        reviewer TEXT,
+        source TEXT NOT NULL DEFAULT 'api',
+        at TEXT NOT NULL
+    )""")
+    db.execute("CREATE INDEX IF NOT EXISTS verdicts_by_image ON verdicts (image_id, seq)")
+    db.execute("CREATE INDEX IF NOT EXISTS verdicts_by_query ON verdicts (query_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS verdicts_by_session ON verdicts (session_id)")
+    # SQLite cannot alter a CHECK constraint: rebuild images with the wider one. No table
+    # references images, so dropping it inside the transaction is safe with foreign keys on.
+    db.execute("""CREATE TABLE images_new (
+        image_id TEXT PRIMARY KEY,
+        path TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        vec_id INTEGER,
+        state TEXT NOT NULL DEFAULT 'unlabeled'
+            CHECK (state IN ('unlabeled', 'queued', 'labeled', 'rejected')),
+        batch_id TEXT,
+        state_updated_at TEXT
+    )""")
+    columns = "image_id, path, metadata, vec_id, state, batch_id, state_updated_at"
+    db.execute(f"INSERT INTO images_new ({columns}) SELECT {columns} FROM images")
+    db.execute("DROP TABLE images")
+    db.execute("ALTER TABLE images_new RENAME TO images")
+    db.execute("CREATE INDEX IF NOT EXISTS images_by_state ON images (state)")
+
+
 LATEST = len(MIGRATIONS)
 
 

@@ -37,8 +37,11 @@ from edgemine.bundle.layout import utc_now
 from edgemine.bundle.migrations import LATEST, check_known, migrate, schema_version
 from edgemine.models.vectors import Vectors
 
-LabelState = Literal["unlabeled", "queued", "labeled"]
-LABEL_STATES: tuple[LabelState, ...] = ("unlabeled", "queued", "labeled")
+LabelState = Literal["unlabeled", "queued", "labeled", "rejected"]
+# Appended only: a state's position is its code in the service's per-row state arrays.
+# "rejected": a reviewer's latest verdict was reject (edgemine.bundle.feedback); excluded from
+# mining by default like queued and labeled images.
+LABEL_STATES: tuple[LabelState, ...] = ("unlabeled", "queued", "labeled", "rejected")
 # Primary result codes (extended codes carry them in the low byte).
 _BUSY, _LOCKED, _READONLY, _CANTOPEN = 5, 6, 8, 14
 
@@ -75,10 +78,11 @@ class StateDB:
         except sqlite3.Error as exc:
             raise BundleError(f"cannot open the state database {self.path}: {exc}") from exc
 
-    def _connect(self, mode: str, immutable: bool = False) -> sqlite3.Connection:
+    def _connect(self, mode: str, immutable: bool = False, busy_timeout: float | None = None) -> sqlite3.Connection:
         uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}" + ("&immutable=1" if immutable else "")
-        db = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        wait = self.busy_timeout if busy_timeout is None else busy_timeout
+        db = sqlite3.connect(uri, uri=True, timeout=wait, isolation_level=None)
+        db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
         db.execute("PRAGMA foreign_keys=ON")
         return db
 
@@ -125,14 +129,15 @@ class StateDB:
             self.immutable = True
         return self._connect("ro", immutable=True)
 
-    def _translate(self, exc: sqlite3.OperationalError) -> BundleError | None:
+    def _translate(self, exc: sqlite3.OperationalError, waited: float | None = None) -> BundleError | None:
         code = exc.sqlite_errorcode & 0xFF
         if code == _READONLY:
             self.writable = False  # health reports it from now on
             return self._read_only_error(str(exc))
         if code in (_BUSY, _LOCKED):
+            waited = self.busy_timeout if waited is None else waited
             return StateBusy(f"the state database {self.path} is busy: another writer held it for "
-                             f"more than {self.busy_timeout:g} s; retry")
+                             f"more than {waited:g} s; retry")
         return None
 
     def _read_only_error(self, why: str = "") -> StateReadOnly:
@@ -143,12 +148,15 @@ class StateDB:
             "state.sqlite, then restart")
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """Yield a connection inside one write transaction (committed on success)."""
+    def write(self, busy_timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+        """Yield a connection inside one write transaction (committed on success).
+
+        `busy_timeout`: seconds to wait for another writer (default: the database's), then StateBusy.
+        """
         if not self.writable:
             raise self._read_only_error()
         try:
-            db = self._connect("rw")
+            db = self._connect("rw", busy_timeout=busy_timeout)
             try:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("BEGIN IMMEDIATE")
@@ -162,7 +170,7 @@ class StateDB:
             finally:
                 db.close()
         except sqlite3.OperationalError as exc:
-            translated = self._translate(exc)
+            translated = self._translate(exc, busy_timeout)
             if translated is None:
                 raise
             raise translated from exc
@@ -283,7 +291,7 @@ class StateDB:
         return int(rows[-1][0]), [(r[1], r[2]) for r in rows]
 
     def non_unlabeled(self) -> tuple[int, list[tuple[str, str]]]:
-        """Return the newest event number and every image that is queued or labeled."""
+        """Return the newest event number and every image that is not unlabeled."""
         with self.read() as db:
             head = db.execute("SELECT COALESCE(MAX(seq), 0) FROM label_events").fetchone()[0]
             rows = db.execute(

@@ -5,16 +5,20 @@ from __future__ import annotations
 import typer
 
 from edgemine.cli.demo import demo
+from edgemine.cli.feedback import verdicts_app
 from edgemine.cli.index import index, labels_app
 from edgemine.cli.serve import mine, serve
+from edgemine.cli.yields import yield_
 
 app = typer.Typer(help="edgemine: mine unlabeled recorded images that look like your failures.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.command()(index)
 app.add_typer(labels_app, name="labels")
+app.add_typer(verdicts_app, name="verdicts")
 app.command()(serve)
 app.command()(mine)
 app.command()(demo)
+app.command("yield")(yield_)
 
 if __name__ == "__main__":
     app()

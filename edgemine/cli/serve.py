@@ -59,6 +59,18 @@ def _allowed_hosts(bind: str, given: list[str]) -> list[str]:
     return hosts
 
 
+_ORIGIN = re.compile(r"^https?://[^/?#\s]+$")
+
+
+def check_origins(origins: list[str]) -> list[str]:
+    """Refuse CORS origins a browser never sends (a path, a trailing slash, no scheme), naming them."""
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ValueError(f"CORS origin {origin!r} is not an origin: write scheme://host[:port] with no path or "
+                             "trailing slash (e.g. http://localhost:8080), or * for any")
+    return origins
+
+
 def serve(
     bundle: Annotated[Path | None, typer.Option(
         help="Bundle directory (default: $EDGEMINE_BUNDLE, else ./bundle).")] = None,
@@ -79,6 +91,11 @@ def serve(
         help="Host name clients may reach the service by (repeat; `*` any, `*.example.com` a domain). "
              "Default: EDGEMINE_ALLOWED_HOSTS (comma-separated), else localhost, 127.0.0.1, ::1; "
              "plus --host when it is a specific address.")] = None,
+    cors_origin: Annotated[list[str] | None, typer.Option(
+        "--cors-origin", show_default=False,
+        help="Web origin allowed to call the API and load images from the browser (repeat), e.g. Label "
+             "Studio's http://localhost:8080. Default: EDGEMINE_CORS_ORIGINS (comma-separated or a JSON "
+             "list), else none.")] = None,
 ) -> None:
     """Serve the mining API (and /docs) over a bundle."""
     import uvicorn
@@ -88,8 +105,10 @@ def serve(
 
     with domain_errors():
         # Options given on the command line win; the others keep their EDGEMINE_* (or .env) value.
-        given: dict[str, Any] = {"bundle": bundle, "expected_model": expected_model, "public_url": public_url}
+        given: dict[str, Any] = {"bundle": bundle, "expected_model": expected_model, "public_url": public_url,
+                                 "cors_origins": cors_origin or None}
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
+        check_origins(settings.cors_origins)
         bundle = settings.bundle
         snap = load_current(bundle)  # refuse to start on a missing or corrupt bundle
         identity = snap.manifest.model.identity
@@ -101,13 +120,15 @@ def serve(
     if settings.expected_model:
         os.environ["EDGEMINE_EXPECTED_MODEL"] = settings.expected_model
     os.environ["EDGEMINE_ALLOWED_HOSTS"] = ",".join(_allowed_hosts(host, allowed_host or []))
+    os.environ["EDGEMINE_CORS_ORIGINS"] = json.dumps(settings.cors_origins)
     if api_key:
         os.environ["EDGEMINE_API_KEY"] = api_key
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgemine-metrics-")
     typer.echo(f"serving {bundle} (version {snap.version}, {snap.manifest.counts.images} images) "
                f"on http://{host}:{port}  docs: http://{host}:{port}/docs"
-               f"{'  (API key required)' if api_key else ''}", err=True)
+               f"{'  (API key required)' if api_key else ''}"
+               f"{'  CORS origins: ' + ', '.join(settings.cors_origins) if settings.cors_origins else ''}", err=True)
     uvicorn.run("edgemine.service.app:create_app_from_env", factory=True, host=host, port=port,
                 workers=workers, log_level=log_level)
 
@@ -154,7 +175,7 @@ def mine(
     k: Annotated[int, typer.Option("-k", help="Candidates to return (1..1000).")] = 50,
     offset: Annotated[int, typer.Option(help="Skip this many (best-effort paging; prefer --cursor).")] = 0,
     cursor: Annotated[str | None, typer.Option(help="Next page: the cursor the previous page printed.")] = None,
-    strategy: Annotated[str, typer.Option(help="mean, max or rrf.")] = "max",
+    strategy: Annotated[str, typer.Option(help="mean, max, rrf or probe.")] = "max",
     filter_: Annotated[list[str] | None, typer.Option(
         "--filter", "-f", help="e.g. 'time_of_day in night,dusk'.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Image id to exclude (repeat).")] = None,
@@ -162,6 +183,10 @@ def mine(
     max_per_group: Annotated[int | None, typer.Option(help="At most this many per group.")] = None,
     dedup: Annotated[float | None, typer.Option(help="Drop near-duplicates at this cosine similarity.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Drop candidates below this score.")] = None,
+    session: Annotated[str | None, typer.Option(
+        help="Review session, stored with the query (see `verdicts import --session`).")] = None,
+    use_verdicts: Annotated[bool, typer.Option(
+        help="Add the session's accepted images as positives and its rejected ones as negatives.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
 ) -> None:
@@ -171,18 +196,20 @@ def mine(
     with domain_errors():
         if fmt not in ("table", "jsonl", "csv"):
             raise ValueError(f"--format must be table, jsonl or csv, not {fmt!r}")
-        if strategy not in ("mean", "max", "rrf"):
-            raise ValueError(f"--strategy must be mean, max or rrf, not {strategy!r}")
+        if strategy not in ("mean", "max", "rrf", "probe"):
+            raise ValueError(f"--strategy must be mean, max, rrf or probe, not {strategy!r}")
         strat: Strategy = strategy  # type: ignore[assignment]
         try:
             query = MineQuery(positive_ids=positive or [], negative_ids=negative or [],
                               texts=text or [], k=k, offset=offset, cursor=cursor, strategy=strat,
                               filters=dict(parse_filters(filter_ or [])), exclude_ids=exclude or [],
                               group_by=group_by, max_per_group=max_per_group,
-                              dedup_threshold=dedup, min_score=min_score)
+                              dedup_threshold=dedup, min_score=min_score, session_id=session,
+                              use_verdicts=use_verdicts)
         except Exception as exc:  # pydantic's ValidationError, shown as one clear line
             raise ValueError(str(exc).replace("\n", "; ")) from exc
         result = Runtime(bundle).current().miner.mine(query)
     write_result(result, out, "jsonl" if fmt == "table" and out else fmt)
+    typer.echo(f"query_id: {result.query_id}", err=True)
     if result.next_cursor:
         typer.echo(f"next page: --cursor {result.next_cursor}", err=True)

@@ -75,11 +75,14 @@ class Searcher:
         return faiss.IDSelectorBitmap(packed), packed
 
     def candidates(self, queries: Vectors, depth: int, eligible: npt.NDArray[np.bool_],
-                   eligible_count: int | None = None, keep: int | None = None) -> Rows | None:
+                   eligible_count: int | None = None, keep: int | None = None,
+                   breadth: float = 1.0) -> Rows | None:
         """Return eligible candidate rows for all queries (one call), or None for exact search.
 
         With `keep`, only the `keep` rows with the best approximate score (max over queries) are
         returned: re-scoring them exactly then costs a few hundred rows, not queries x depth.
+        `breadth` multiplies the tuned nprobe / efSearch (for query vectors unlike the data,
+        such as a linear probe's direction, whose best rows spread over more lists).
         """
         if self.exact or self.n == 0:
             return None
@@ -91,9 +94,9 @@ class Searcher:
         queries = np.ascontiguousarray(queries, np.float32)
         sel, _keep = self._selector(eligible)
         if self.kind == "ivf":
-            found_ = self._search_ivf(queries, fetch, fraction, sel)
+            found_ = self._search_ivf(queries, fetch, fraction, sel, breadth)
         else:
-            found_ = self._search_hnsw(queries, fetch, fraction, sel)
+            found_ = self._search_hnsw(queries, fetch, fraction, sel, breadth)
         if found_ is None:
             return None
         dist, labels = found_
@@ -108,12 +111,13 @@ class Searcher:
         rows = self.row_of_vec[found]
         return rows[rows >= 0]
 
-    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> Found | None:
+    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any,
+                    breadth: float = 1.0) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
         assert self.ivf is not None
         nlist = self.ivf.nlist
-        nprobe = min(nlist, math.ceil(self.params.get("nprobe", 16) / fraction))
+        nprobe = min(nlist, math.ceil(self.params.get("nprobe", 16) * breadth / fraction))
         if nprobe > nlist // 2:
             return None
         params = faiss.SearchParametersIVF()
@@ -131,10 +135,11 @@ class Searcher:
                                       faiss.swig_ptr(labels), False, params, None)
         return dist, labels
 
-    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any) -> Found | None:
+    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any,
+                     breadth: float = 1.0) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
-        ef = int(min(MAX_EF, max(fetch, self.params.get("efSearch", 64)) / fraction))
+        ef = int(min(MAX_EF, max(fetch, self.params.get("efSearch", 64) * breadth) / fraction))
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
         params.sel = sel

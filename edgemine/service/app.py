@@ -10,7 +10,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from edgemine import __version__
-from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine, routes_ui
+from edgemine.service.api import (
+    routes_feedback,
+    routes_health,
+    routes_images,
+    routes_labels,
+    routes_mine,
+    routes_ui,
+)
 from edgemine.service.api.docs import install_offline_docs
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.metrics import REQUESTS
@@ -62,7 +69,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
 
     install_error_handlers(app)
     install_request_ids(app)
-    for module in (routes_mine, routes_labels, routes_images, routes_health, routes_ui):
+    for module in (routes_mine, routes_labels, routes_feedback, routes_images, routes_health, routes_ui):
         app.include_router(module.router)
     return app
 

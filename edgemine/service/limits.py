@@ -29,6 +29,13 @@ MAX_EXCLUDE_IDS = 100_000
 # IDs in POST /v1/labels and items in POST /v1/batches: written in chunked SQLite transactions.
 MAX_LABEL_IDS = 100_000
 MAX_BATCH_ITEMS = 100_000
+# Verdicts in one POST /v1/verdicts (one SQLite transaction), and verdicts per GET /v1/verdicts page.
+MAX_VERDICTS = 10_000
+MAX_VERDICTS_PAGE = 1000
+# The offset of a GET /v1/verdicts page (SQLite integers are 64-bit: bounded well below).
+MAX_VERDICTS_OFFSET = 1_000_000_000
+# Characters of a session id, query id or reviewer name.
+MAX_SESSION_CHARS = 200
 # Metadata filters: columns per query and values per in / not_in list.
 MAX_FILTERS = 64
 MAX_FILTER_VALUES = 10_000

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +13,10 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 
-from edgemine.bundle.errors import UnknownImageIds
+from edgemine.bundle.errors import StateBusy, StateReadOnly, UnknownImageIds
+from edgemine.bundle.feedback import record_query, session_verdicts
 from edgemine.bundle.snapshot import Snapshot
-from edgemine.bundle.state import LABEL_STATES
+from edgemine.bundle.state import LABEL_STATES, StateDB
 from edgemine.models.base import Embedder
 from edgemine.models.images import UPLOAD_MAX_PIXELS, decode_image
 from edgemine.models.vectors import Vectors
@@ -22,9 +25,15 @@ from edgemine.service import limits
 from edgemine.service.diversity import select_diverse
 from edgemine.service.filters import filter_mask
 from edgemine.service.paging import Cursor, CursorError, decode_cursor, encode_cursor, query_digest, upload_digest
+from edgemine.service.probe import SEARCH_BREADTH, Probe, ProbeError, background_rows, fit_probe
 from edgemine.service.query import Candidate, MineQuery, MineResult, Timings
 from edgemine.service.row_states import RowStates
 from edgemine.service.scoring import CancellingExamples, Examples, mean_direction, ranked_rows, score_rows
+
+log = logging.getLogger("edgemine.service")
+# Seconds a mining call waits to store its query while another process writes state.sqlite; past
+# that the answer goes out with its query_id and the query is not stored (a warning is logged).
+RECORD_QUERY_WAIT = 2.0
 
 
 class QueryError(ValueError):
@@ -89,7 +98,60 @@ class Miner:
         return vectors, labels
 
     def mine(self, query: MineQuery, uploads: Sequence[Upload] = ()) -> MineResult:
-        """Return the best eligible candidates for `query` (exclusions applied before ranking)."""
+        """Return the best eligible candidates for `query` (exclusions applied before ranking).
+
+        The query is stored in state.sqlite under the result's query_id (not where the state is
+        read-only: the id is still returned, and a warning logged). With use_verdicts, the
+        session's accepted and rejected images join the positives and negatives.
+        """
+        query_id = f"q-{uuid.uuid4().hex[:12]}"
+        effective = self._with_verdicts(query, len(uploads)) if query.use_verdicts else query
+        result = self._mine(effective, uploads, query_id, query)
+        db = self._state_db()
+        if db is None:
+            return result
+        try:
+            # A mining answer must not wait long behind another writer (an indexing run's batch).
+            record_query(db, query_id, query.session_id, query.parent_query_id,
+                         self.snapshot.version, query.strategy, query.model_dump_json(by_alias=True),
+                         busy_timeout=RECORD_QUERY_WAIT)
+        except (StateReadOnly, StateBusy) as exc:
+            log.warning("query %s not stored: %s", query_id, exc)
+        return result
+
+    def _state_db(self) -> StateDB | None:
+        """Return the state database behind the row states (in-memory states, as tests use, have none)."""
+        db: StateDB | None = getattr(self.states, "db", None)
+        return db
+
+    def _with_verdicts(self, query: MineQuery, uploads: int) -> MineQuery:
+        """Return `query` with its session's accepted (rejected) images added as positives (negatives).
+
+        Ids given by hand keep their role; verdicts on images this version does not serve are left out.
+        """
+        assert query.session_id is not None  # MineQuery's validator requires it
+        db = self._state_db()
+        if db is None:
+            raise QueryError("use_verdicts needs the bundle's state database (these row states have none)")
+        accepted, rejected = session_verdicts(db, query.session_id)
+        given = {*query.positive_ids, *query.negative_ids}
+        served = self.snapshot.row_by_id
+        positives = [i for i in accepted if i not in given and i in served]
+        negatives = [i for i in rejected if i not in given and i in served]
+        effective = query.model_copy(update={"positive_ids": [*query.positive_ids, *positives],
+                                             "negative_ids": [*query.negative_ids, *negatives],
+                                             "use_verdicts": False})
+        try:
+            effective.check_examples(uploads)
+        except ValueError as exc:
+            raise QueryError(f"{exc} (use_verdicts added {len(positives)} accepted and {len(negatives)} "
+                             f"rejected images of session {query.session_id!r}; pass fewer examples or "
+                             "start a new session)") from exc
+        return effective
+
+    def _mine(self, query: MineQuery, uploads: Sequence[Upload], query_id: str,
+              asked: MineQuery) -> MineResult:
+        """Mine `query` (`asked`: the query as received, before use_verdicts added examples)."""
         started = time.perf_counter()
         if not query.has_positive(len(uploads)):
             raise QueryError("empty query: give at least one of positive_ids, texts or an uploaded image")
@@ -108,7 +170,7 @@ class Miner:
         try:
             cursor = decode_cursor(query.cursor, digest) if query.cursor is not None else None
         except CursorError as exc:
-            raise QueryError(str(exc)) from exc
+            raise QueryError(_cursor_message(exc, asked)) from exc
         skip = cursor.rank if cursor is not None else query.offset
         if skip + query.k > limits.MAX_DEPTH:
             raise QueryError(f"the cursor is at rank {skip}: rank + k is {skip + query.k}; at most "
@@ -134,6 +196,7 @@ class Miner:
         allowed[neg_rows] = False
         excluded = [snap.row_by_id[i] for i in query.exclude_ids if i in snap.row_by_id]
         allowed[excluded] = False
+        probe = self._probe(positives, negatives, allowed, digest) if query.strategy == "probe" else None
         by_state, seq = self.states.eligible_at(list(query.include_states))
         eligible = by_state & allowed
         count = int(eligible.sum())
@@ -149,12 +212,12 @@ class Miner:
 
         wanted = skip + query.k
         depth = max(1000, 4 * wanted)
-        space = self._search_space(query, positives, negatives, ranked, ranked_count, wanted, depth)
+        space = self._search_space(query, positives, negatives, ranked, ranked_count, wanted, depth, probe)
         while True:
             emb = snap.embeddings if space is None else snap.embeddings[space]
             elig = ranked if space is None else ranked[space]
             scores = score_rows(emb, positives, negatives, query.strategy, query.negative_weight,
-                                elig, depth=depth)
+                                elig, depth=depth, probe=probe)
             if query.min_score is not None:
                 scores.score[scores.score < query.min_score] = -np.inf
             served = None
@@ -190,6 +253,7 @@ class Miner:
             next_cursor = encode_cursor(Cursor(digest, snap.version, seq, skip + len(candidates),
                                                float(scores.score[pos]), row, last.image_id))
         return MineResult(
+            query_id=query_id,
             candidates=candidates,
             # Over ANN candidates `available` counts only the candidates: report the eligible rows.
             eligible=count if query.min_score is None else available,
@@ -205,12 +269,16 @@ class Miner:
         )
 
     def _search_space(self, query: MineQuery, positives: Examples, negatives: Examples,
-                      eligible: np.ndarray, count: int, wanted: int, depth: int) -> np.ndarray | None:
+                      eligible: np.ndarray, count: int, wanted: int, depth: int,
+                      probe: Probe | None = None) -> np.ndarray | None:
         """Return the rows to score exactly: ANN candidates, the eligible rows, or None (all)."""
         n = len(eligible)
         if self.searcher is not None and not self.searcher.exact:
             has_neg = len(negatives.vectors) > 0 and query.negative_weight > 0
-            if query.strategy == "mean":
+            if probe is not None:
+                # The probe's score is w.x + b: the index searches direction w/|w| like any query.
+                queries, per_query = probe.direction, wanted
+            elif query.strategy == "mean":
                 centre = mean_direction(positives.vectors, "positive")
                 if has_neg:
                     centre = centre - query.negative_weight * mean_direction(negatives.vectors, "negative")
@@ -222,13 +290,24 @@ class Miner:
                 per_query *= 4
             # The max rule can be pre-ranked on approximate scores; rrf needs every list whole.
             keep = None if query.strategy == "rrf" else per_query
-            rows = self.searcher.candidates(queries, per_query, eligible, count, keep)
+            rows = self.searcher.candidates(queries, per_query, eligible, count, keep,
+                                            breadth=SEARCH_BREADTH if probe is not None else 1.0)
             if rows is not None:
                 return np.sort(rows)
         # Gathering the eligible rows costs ~2 bytes moved per byte kept; a full pass costs n.
         if count < n // 4:
             return np.flatnonzero(eligible)
         return None
+
+    def _probe(self, positives: Examples, negatives: Examples, allowed: np.ndarray, digest: str) -> Probe:
+        """Fit the query's probe; background rows are drawn among `allowed`, seeded by the query."""
+        # Drawn among rows the query's own rules allow, whatever their labeling state: a row
+        # queued between two pages must not move the probe, or cursor pages would disagree.
+        rows = background_rows(allowed, int(allowed.sum()), int(digest, 16))
+        try:
+            return fit_probe(positives.vectors, negatives.vectors, np.asarray(self.snapshot.embeddings[rows]))
+        except ProbeError as exc:
+            raise QueryError(str(exc)) from exc
 
     def _rank(self, query: MineQuery, score: np.ndarray, wanted: int, space: np.ndarray | None,
               served: np.ndarray | None = None) -> list[int]:
@@ -292,6 +371,15 @@ def _check_directions(query: MineQuery, positives: Examples, negatives: Examples
             mean_direction(negatives.vectors, "negative")
     except CancellingExamples as exc:
         raise QueryError(str(exc)) from exc
+
+
+def _cursor_message(exc: CursorError, asked: MineQuery) -> str:
+    """Explain a refused cursor; a use_verdicts query's examples change with every verdict."""
+    if asked.use_verdicts and str(exc).startswith("the cursor belongs to another query"):
+        # Its pages are ranked by the examples of the first page: new verdicts make a new ranking.
+        return ("the session's verdicts changed since the first page (with use_verdicts they are "
+                "examples too): mine again without a cursor, passing the ids already shown in exclude_ids")
+    return str(exc)
 
 
 def _before(score: np.ndarray, rows: np.ndarray, cursor: Cursor, cursor_row: int) -> np.ndarray:

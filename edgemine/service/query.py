@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 from edgemine.service import limits
+from edgemine.service.surrogates import CleanStr
 
-Strategy = Literal["mean", "max", "rrf"]
+Strategy = Literal["mean", "max", "rrf", "probe"]
 Scalar = str | int | float | bool
 # Range bounds are numbers or times (ISO text): a bool there is a mistake, not 0 or 1.
 Bound = StrictStr | StrictInt | StrictFloat
@@ -69,9 +70,10 @@ class MineQuery(BaseModel):
     negative_weight: Number = Field(default=0.5, ge=0.0, le=10.0)
     filters: dict[str, FilterValue] = Field(default_factory=dict, max_length=limits.MAX_FILTERS)
     exclude_ids: list[ImageId] = Field(default_factory=list, max_length=limits.MAX_EXCLUDE_IDS)
-    include_states: list[Literal["unlabeled", "queued", "labeled"]] = Field(
+    include_states: list[Literal["unlabeled", "queued", "labeled", "rejected"]] = Field(
         default_factory=lambda: ["unlabeled"],  # type: ignore[arg-type]
-        max_length=3, description="Labeling states eligible for mining (default: unlabeled only).")
+        max_length=4, description="Labeling states eligible for mining (default: unlabeled only; "
+                                  "\"rejected\": images whose latest review verdict is reject).")
     max_per_group: StrictInt | None = Field(default=None, ge=1)
     group_by: str | None = Field(default=None, max_length=1000,
                                  description="Metadata column for max_per_group.")
@@ -79,9 +81,21 @@ class MineQuery(BaseModel):
         default=None, gt=0.0, le=1.0,
         description="Drop a candidate whose cosine similarity to a better one is >= this.")
     min_score: Number | None = Field(default=None, allow_inf_nan=False)
+    session_id: CleanStr | None = Field(
+        default=None, min_length=1, max_length=limits.MAX_SESSION_CHARS,
+        description="The review session this query belongs to (stored with the query, for yield and "
+                    "use_verdicts).")
+    parent_query_id: CleanStr | None = Field(
+        default=None, min_length=1, max_length=limits.MAX_SESSION_CHARS,
+        description="The query_id this query refines (stored, for provenance).")
+    use_verdicts: bool = Field(
+        default=False, description="Add the session's accepted images (latest verdict) as positives and its "
+                                   "rejected ones as negatives; needs session_id.")
 
     @model_validator(mode="after")
     def _check(self) -> MineQuery:
+        if self.use_verdicts and self.session_id is None:
+            raise ValueError("use_verdicts needs session_id (the session whose verdicts to use)")
         if self.max_per_group is not None and not self.group_by:
             raise ValueError("max_per_group needs group_by (a metadata column, e.g. sequence_id)")
         for name in ("positive_ids", "negative_ids", "texts", "negative_texts", "exclude_ids"):
@@ -137,6 +151,8 @@ class Timings(BaseModel):
 class MineResult(BaseModel):
     """The candidates and what produced them."""
 
+    query_id: str = Field(description="Names this query: send it with verdicts on its candidates "
+                                      "(POST /v1/verdicts) and as parent_query_id of a refinement.")
     candidates: list[Candidate]
     eligible: int
     offset: int

@@ -28,6 +28,11 @@ class RowStates:
         self._apply(rows)
         self._seq = head
 
+    @property
+    def db(self) -> StateDB:
+        """Return the state database these states follow."""
+        return self._db
+
     def _apply(self, changes: list[tuple[str, str]]) -> None:
         for image_id, state in changes:
             row = self._rows.get(image_id)

@@ -8,6 +8,8 @@ With S = E P^T and T = E N^T (cosine similarities) and w the negative weight:
 - rrf:  score = sum_j 1/(60 + r_j(i)) - w * sum_k 1/(60 + r'_k(i)), where r_j(i) is the 1-based
         rank of row i among *eligible* rows by similarity to example j, counted only within the
         top `depth` rows of each example (rows outside every list get 0 from it).
+- probe: score = E . v + b, the logit of a logistic regression fitted to P vs N + background
+        (service/probe.py); w does not apply (the negatives are training data).
 
 The example a row is "closest to" is argmax_j S_ij whatever the strategy.
 
@@ -25,6 +27,7 @@ import numpy.typing as npt
 
 from edgemine.models.vectors import Vectors, l2_normalize
 from edgemine.service import limits
+from edgemine.service.probe import Probe
 
 RRF_K = 60.0
 FloatArray = npt.NDArray[np.float32]
@@ -111,9 +114,9 @@ def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_],
 
 
 def score_rows(embeddings: Vectors, positives: Examples, negatives: Examples | None,
-               strategy: Literal["mean", "max", "rrf"], negative_weight: float,
-               eligible: npt.NDArray[np.bool_], depth: int) -> Scores:
-    """Score all rows by `strategy`; ineligible rows get -inf so no top-k can pick them."""
+               strategy: Literal["mean", "max", "rrf", "probe"], negative_weight: float,
+               eligible: npt.NDArray[np.bool_], depth: int, probe: Probe | None = None) -> Scores:
+    """Score all rows by `strategy` (probe: by the fitted `probe`); ineligible rows get -inf."""
     nearest_sim, nearest = _max_and_argmax(embeddings, positives.vectors)
     has_neg = negatives is not None and len(negatives.vectors) > 0 and negative_weight > 0
     if strategy == "mean":
@@ -133,6 +136,10 @@ def score_rows(embeddings: Vectors, positives: Examples, negatives: Examples | N
         if has_neg:
             assert negatives is not None
             score -= negative_weight * _rrf(embeddings, negatives.vectors, eligible, depth)
+    elif strategy == "probe":
+        if probe is None:
+            raise ValueError("strategy 'probe' needs a fitted probe")
+        score = probe.score(embeddings)
     else:  # pragma: no cover - guarded by the query model
         raise ValueError(f"unknown strategy {strategy!r}")
     score = np.where(eligible, score, -np.inf).astype(np.float32)

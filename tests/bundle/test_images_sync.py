@@ -43,7 +43,7 @@ def test_plan_finds_new_changed_and_orphan_rows(tmp_path: Path) -> None:
     images_sync.apply_upserts(db, plan.upserts)
     images_sync.apply_deletes(db, plan.deletes)
     assert plan_sync(db, target) == images_sync.SyncPlan()
-    assert db.state_counts() == {"unlabeled": 2, "queued": 0, "labeled": 2}  # state kept on update
+    assert db.state_counts() == {"unlabeled": 2, "queued": 0, "labeled": 2, "rejected": 0}  # state kept on update
 
 
 def test_catalog_rows_are_sorted_and_carry_metadata() -> None:

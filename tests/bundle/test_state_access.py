@@ -39,7 +39,7 @@ def test_reads_do_not_wait_for_a_held_write_transaction(db_path: Path,
                                                         held_write_lock: sqlite3.Connection) -> None:
     # A short busy timeout: if a read needed the write lock it would fail here instead of waiting.
     db = StateDB(db_path, busy_timeout=0.05)
-    assert db.state_counts() == {"unlabeled": 4, "queued": 0, "labeled": 1}
+    assert db.state_counts() == {"unlabeled": 4, "queued": 0, "labeled": 1, "rejected": 0}
     assert db.label_events_since(0) == (1, [("i0", "labeled")])
     assert db.non_unlabeled() == (1, [("i0", "labeled")])
     assert db.known_ids(["i1", "nope"]) == {"i1"}
@@ -57,7 +57,7 @@ def test_a_write_behind_a_held_lock_fails_as_busy_not_as_a_database_error(
 def test_read_only_state_reads_and_refuses_every_write(db_path: Path) -> None:
     db = StateDB(db_path, read_only=True)
     assert db.writable is False
-    assert db.state_counts() == {"unlabeled": 4, "queued": 0, "labeled": 1}
+    assert db.state_counts() == {"unlabeled": 4, "queued": 0, "labeled": 1, "rejected": 0}
     assert db.known_ids(["i3"]) == {"i3"}
     for write in (lambda: db.set_state(["i3"], "labeled"), db.journal_clear,
                   lambda: db.record_failures([("x", None, "broken")])):

@@ -116,7 +116,7 @@ def test_database_written_by_pre_migration_code_is_migrated_keeping_its_data(tmp
     db = StateDB(path)
     assert user_version(path) == migrations.LATEST
     assert ("state",) in indexes_on_images(path)
-    assert db.state_counts() == {"unlabeled": 1, "queued": 1, "labeled": 1}
+    assert db.state_counts() == {"unlabeled": 1, "queued": 1, "labeled": 1, "rejected": 0}
     head, events = db.label_events_since(0)
     assert head == 3 and events == [("a", "queued"), ("b", "queued"), ("b", "labeled")]
     assert db.known_ids(["a", "b", "c", "zz"]) == {"a", "b", "c"}
@@ -136,8 +136,83 @@ def test_database_written_by_pre_migration_code_is_migrated_keeping_its_data(tmp
 
     # The migrated database keeps working for writes and is not migrated again.
     assert db.set_state(["c"], "labeled") == 1
-    assert StateDB(path).state_counts() == {"unlabeled": 0, "queued": 1, "labeled": 2}
+    assert StateDB(path).state_counts() == {"unlabeled": 0, "queued": 1, "labeled": 2, "rejected": 0}
     assert user_version(path) == migrations.LATEST
+
+
+def table_dump(path: Path, table: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        return db.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+
+
+def write_version_4_state(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Write a database as edgemine with 4 migrations left it, with rows in every table; return them."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    for step in migrations.MIGRATIONS[:4]:
+        step(db)
+    db.execute("PRAGMA user_version = 4")
+    now = "2026-11-30T10:00:00Z"
+    db.executemany("INSERT INTO images (image_id, path, metadata, vec_id, state, batch_id, state_updated_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [("a", "/d/a.png", '{"t": 1}', 0, "queued", "b-1", now), ("b", "/d/b.png", "{}", 1, "labeled",
+                    "b-1", now), ("c", None, "{}", 2, "unlabeled", None, None)])
+    db.executemany("INSERT INTO label_events (image_id, state, at) VALUES (?, ?, ?)",
+                   [("a", "queued", now), ("b", "queued", now), ("b", "labeled", now)])
+    db.execute("INSERT INTO batches (batch_id, name, created_at, bundle_version, query) "
+               "VALUES ('b-1', 'night', ?, 3, '{\"k\": 2}')", (now,))
+    db.executemany("INSERT INTO batch_items (batch_id, image_id, position, score, nearest_example_id, "
+                   "nearest_example_similarity) VALUES (?, ?, ?, ?, ?, ?)",
+                   [("b-1", "a", 0, 0.9, "c", 0.8), ("b-1", "b", 1, 0.7, "c", 0.6)])
+    db.execute("INSERT INTO journal (image_id, fingerprint, model, vector) VALUES ('d', 'f', 'fake/v1', ?)",
+               (b"\0" * 8,))
+    db.execute("INSERT INTO failures (image_id, path, reason, at) VALUES ('x', '/d/x.png', 'broken', ?)", (now,))
+    db.execute("INSERT INTO notes (key, value) VALUES ('images_version', '3')")
+    db.execute("COMMIT")
+    db.close()
+    return {t: table_dump(path, t) for t in ("images", "label_events", "batches", "batch_items", "journal",
+                                             "failures", "notes")}
+
+
+def test_migration_5_from_version_4_keeps_every_row_and_allows_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    before = write_version_4_state(path)
+    assert user_version(path) == 4
+    with sqlite3.connect(path) as raw, pytest.raises(sqlite3.IntegrityError):
+        raw.execute("UPDATE images SET state = 'rejected' WHERE image_id = 'c'")
+
+    db = StateDB(path)
+    assert user_version(path) == migrations.LATEST >= 5
+    assert {t: table_dump(path, t) for t in before} == before
+    assert ("state",) in indexes_on_images(path)
+    assert db.state_counts() == {"unlabeled": 1, "queued": 1, "labeled": 1, "rejected": 0}
+    with sqlite3.connect(path) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        verdict_indexes = {r[1] for r in raw.execute("PRAGMA index_list(verdicts)")}
+    assert {"queries", "verdicts", "images"} <= tables and "images_new" not in tables
+    assert {"verdicts_by_image", "verdicts_by_query", "verdicts_by_session"} <= verdict_indexes
+    assert db.set_state(["c"], "rejected") == 1  # the widened CHECK
+    assert db.state_counts()["rejected"] == 1
+    with pytest.raises(sqlite3.IntegrityError), db.write() as conn:
+        conn.execute("INSERT INTO verdicts (image_id, verdict, at) VALUES ('c', 'maybe', 'now')")
+    with pytest.raises(sqlite3.IntegrityError), db.write() as conn:
+        conn.execute("UPDATE images SET state = 'lost' WHERE image_id = 'c'")
+
+
+def test_pre_migration_database_goes_through_the_whole_chain_to_verdicts(tmp_path: Path) -> None:
+    from edgemine.bundle.feedback import list_verdicts, record_verdicts
+
+    path = tmp_path / "state.sqlite"
+    write_legacy_state(path)
+    db = StateDB(path)
+    assert user_version(path) == migrations.LATEST
+    assert db.known_ids(["a", "b", "c"]) == {"a", "b", "c"}
+    assert db.label_events_since(0)[1] == [("a", "queued"), ("b", "queued"), ("b", "labeled")]
+    assert table_dump(path, "batch_items")[0][:4] == ("b-1", "a", 0, 0.9)
+    assert record_verdicts(db, [("c", "reject", None)]) == 1
+    assert db.state_counts() == {"unlabeled": 0, "queued": 1, "labeled": 1, "rejected": 1}
+    assert [v.image_id for v in list_verdicts(db)] == ["c"]
 
 
 def test_newer_schema_than_this_code_knows_is_refused(tmp_path: Path) -> None:

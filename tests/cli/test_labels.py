@@ -50,7 +50,7 @@ def test_cli_marks_images_labeled(tmp_path: Path, bundle: Path, image_tree: tupl
     result = invoke("labels", "import", str(labels), "--bundle", str(bundle))
     assert result.exit_code == 0, result.output
     assert "3 of 3 images newly marked labeled" in result.stdout
-    assert states(bundle) == {"unlabeled": 9, "queued": 0, "labeled": 3}
+    assert states(bundle) == {"unlabeled": 9, "queued": 0, "labeled": 3, "rejected": 0}
     # idempotent
     again = invoke("labels", "import", str(labels), "--bundle", str(bundle))
     assert again.exit_code == 0 and "0 of 3" in again.stdout
@@ -95,11 +95,11 @@ def test_queued_state_and_labeled_is_final(tmp_path: Path, bundle: Path, image_t
     assert import_labels(bundle, write_ids(tmp_path / "l.csv", ids[:2])).changed == 2
     # queueing labeled images does not demote them
     assert import_labels(bundle, queued, "queued").changed == 0
-    assert states(bundle) == {"unlabeled": 8, "queued": 2, "labeled": 2}
+    assert states(bundle) == {"unlabeled": 8, "queued": 2, "labeled": 2, "rejected": 0}
     # labels survive re-indexing
     (root / ids[0]).touch()
     run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False)
-    assert states(bundle) == {"unlabeled": 8, "queued": 2, "labeled": 2}
+    assert states(bundle) == {"unlabeled": 8, "queued": 2, "labeled": 2, "rejected": 0}
 
     bad = invoke("labels", "import", str(queued), "--bundle", str(bundle), "--state", "done")
     assert bad.exit_code == 2 and "--state must be" in bad.stderr

@@ -23,7 +23,7 @@ def synopsis_by_command() -> dict[str, str]:
     for line in block.splitlines():
         if line.startswith("edgemine "):
             words = line.split()
-            current = " ".join(words[1:3]) if words[1] == "labels" else words[1]
+            current = " ".join(words[1:3]) if words[1] in ("labels", "verdicts") else words[1]
         if current:
             entries[current] = entries.get(current, "") + "\n" + line
     return entries

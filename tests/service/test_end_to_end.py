@@ -136,7 +136,7 @@ def test_multi_worker_server_respects_labels_and_batches(server: tuple[str, Any]
     mine_on_every_worker(base, metrics_dir, without_queued, **query)
 
     counts = httpx.get(f"{base}/v1/health").json()["counts"]
-    assert counts == {"images": 400, "unlabeled": 396, "queued": 3, "labeled": 1}
+    assert counts == {"images": 400, "unlabeled": 396, "queued": 3, "labeled": 1, "rejected": 0}
     metrics = httpx.get(f"{base}/metrics")
     assert metrics.status_code == 200 and "edgemine_http_requests_total" in metrics.text
     assert httpx.post(f"{base}/v1/mine", json={"texts": ["a dog"]}).status_code == 422
@@ -145,6 +145,37 @@ def test_multi_worker_server_respects_labels_and_batches(server: tuple[str, Any]
     # The library over the same bundle and state agrees with the server.
     library = Runtime(built.path).current().miner.mine(MineQuery(**query))
     assert [c.image_id for c in library.candidates] == mine(base, **query)
+
+
+def test_multi_worker_server_shares_verdicts_rejects_and_use_verdicts(server: tuple[str, Any]) -> None:
+    base, built = server
+    metrics_dir = built.path.parent / "metrics"
+    query = {"positive_ids": ["im0042"], "k": 10, "session_id": "e2e"}
+    mined = httpx.post(f"{base}/v1/mine", json=query).json()
+    first = [c["image_id"] for c in mined["candidates"]]
+    verdicts = [{"image_id": first[0], "verdict": "reject", "query_id": mined["query_id"]},
+                {"image_id": first[1], "verdict": "accept", "query_id": mined["query_id"]}]
+    response = httpx.post(f"{base}/v1/verdicts", json={"verdicts": verdicts, "session_id": "e2e"})
+    assert response.status_code == 200 and response.json()["states"] == {"rejected": 1, "unlabeled": 0}
+
+    def without_rejected(again: list[str]) -> None:
+        assert first[0] not in again and again[:9] == first[1:]
+
+    mine_on_every_worker(base, metrics_dir, without_rejected, **query)
+
+    # Every worker reads the session's verdicts from state.sqlite: use_verdicts equals the ids by hand.
+    by_hand = mine(base, positive_ids=["im0042", first[1]], negative_ids=[first[0]], k=10)
+    assert by_hand != first[1:]
+
+    def same_as_by_hand(again: list[str]) -> None:
+        assert again == by_hand
+
+    mine_on_every_worker(base, metrics_dir, same_as_by_hand, **query, use_verdicts=True)
+    for _ in range(6):  # fresh connections, spread over both workers
+        listed = httpx.get(f"{base}/v1/verdicts", params={"session_id": "e2e"}).json()["verdicts"]
+        assert [(v["image_id"], v["verdict"]) for v in listed] == [(first[0], "reject"), (first[1], "accept")]
+        report = httpx.get(f"{base}/v1/yield", params={"session_id": "e2e"}).json()
+        assert (report["overall"]["reviewed"], report["overall"]["accepted"]) == (2, 1)
 
 
 def test_cli_mine_subprocess(tmp_path: Path, make_byo_bundle: Make) -> None:

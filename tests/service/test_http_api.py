@@ -27,8 +27,8 @@ def test_mine_happy_path(image_bundle: Any, open_client: Make, reference: Make, 
                                              "k": 7, "strategy": "mean", "filters": {"time_of_day": ["day", "night"]}})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"candidates", "eligible", "offset", "next_offset", "next_cursor", "bundle_version", "model",
-                         "strategy", "timings"}
+    assert set(body) == {"query_id", "candidates", "eligible", "offset", "next_offset", "next_cursor",
+                         "bundle_version", "model", "strategy", "timings"}
     assert body["bundle_version"] == 1 and body["model"] == "fake/v1" and body["strategy"] == "mean"
     assert set(body["timings"]) == {"embed_ms", "search_ms", "total_ms"}
     assert body["timings"]["total_ms"] >= body["timings"]["search_ms"] >= 0
@@ -225,7 +225,7 @@ def test_health_metrics_docs(image_bundle: Any, open_client: Make) -> None:
     assert body["ready"] is True and body["bundle"] == str(image_bundle.path)
     assert body["bundle_version"] == 1 and body["model"] == "fake/v1" and body["dim"] == 16
     assert body["model_loaded"] is False and body["switch_error"] is None
-    assert body["counts"] == {"images": 30, "unlabeled": 30, "queued": 0, "labeled": 0}
+    assert body["counts"] == {"images": 30, "unlabeled": 30, "queued": 0, "labeled": 0, "rejected": 0}
     assert body["metadata_columns"] == ["sequence_id", "frame", "timestamp", "time_of_day"]
     assert body["index"]["type"] == "flat"
 

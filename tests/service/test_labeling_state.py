@@ -49,7 +49,7 @@ def test_library_batch_queues_and_excludes(make_byo_bundle: Make) -> None:
     second = miner.mine(MineQuery(positive_ids=["im0001"], k=10))
     assert not {c.image_id for c in second.candidates} & {*queued, "im0099"}
     assert [c.image_id for c in second.candidates[:4]] == [c.image_id for c in first.candidates[6:10]]
-    assert db.state_counts() == {"unlabeled": 93, "queued": 6, "labeled": 1}
+    assert db.state_counts() == {"unlabeled": 93, "queued": 6, "labeled": 1, "rejected": 0}
 
     # A fresh Runtime (a restart) reads the same state.
     again = Runtime(built.path).current().miner.mine(MineQuery(positive_ids=["im0001"], k=10))
@@ -79,7 +79,7 @@ def test_http_batch_labels_and_exports(image_bundle: Any, open_client: Make) -> 
     assert response.status_code == 200 and response.json() == {"changed": 1, "state": "labeled"}
     assert candidates[3]["image_id"] not in mine_ids(client, **query)
     health = client.get("/v1/health").json()
-    assert health["counts"] == {"images": 30, "unlabeled": 26, "queued": 3, "labeled": 1}
+    assert health["counts"] == {"images": 30, "unlabeled": 26, "queued": 3, "labeled": 1, "rejected": 0}
 
     # Putting an image back to unlabeled makes it minable again.
     client.post("/v1/labels", json={"image_ids": [candidates[3]["image_id"]], "state": "unlabeled"})
@@ -176,7 +176,7 @@ def test_state_survives_restart_and_reindex(tmp_path: Path, make_byo_bundle: Mak
         returned = {c.image_id for c in result.candidates}
         assert len(returned) == 115 and not returned & gone
         assert {f"im{i:04d}" for i in range(80, 120)} <= returned
-    assert db.state_counts() == {"unlabeled": 116, "queued": 2, "labeled": 2}
+    assert db.state_counts() == {"unlabeled": 116, "queued": 2, "labeled": 2, "rejected": 0}
     assert [i.state for i in get_batch(db, snapshot, batch.batch_id).items or []] == ["queued", "queued"]
     text, media = export_batch(get_batch(db, snapshot, batch.batch_id), "jsonl")
     assert media == "application/x-ndjson" and len(text.splitlines()) == 2

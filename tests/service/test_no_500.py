@@ -176,7 +176,8 @@ def test_deleting_a_batch_releases_its_queued_images_only(image_bundle: Any, ope
     states = {item["image_id"]: item["state"] for item in client.get(f"/v1/batches/{second['batch_id']}")
               .json()["items"]}
     assert states == {ids[1]: "queued", ids[3]: "queued"}
-    assert client.get("/v1/health").json()["counts"] == {"images": 30, "unlabeled": 27, "queued": 2, "labeled": 1}
+    assert client.get("/v1/health").json()["counts"] == {"images": 30, "unlabeled": 27, "queued": 2, "labeled": 1,
+                                                         "rejected": 0}
     after = client.post("/v1/mine", json=query).json()
     assert after["eligible"] == before + 1  # the miner sees the released image again
     assert [b["batch_id"] for b in client.get("/v1/batches").json()] == [second["batch_id"]]

@@ -28,7 +28,7 @@ from edgemine.service.app import create_app
 from edgemine.service.config import Settings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-# Per operation and generation mode; 11 operations x (16 + 8) keeps the whole run to ~260 cases.
+# Per operation and generation mode; 14 operations x (16 + 8) keeps the whole run to ~330 cases.
 EXAMPLES = {GenerationMode.POSITIVE: 16, GenerationMode.NEGATIVE: 8}
 VALID_FILTERS: list[dict[str, Any]] = [{}, {"time_of_day": "night"}, {"frame": {"gte": 3, "lt": 20}},
                                        {"sequence_id": ["seq0", "seq1"]}, {"time_of_day": {"not_in": ["day"]}}]
@@ -75,6 +75,8 @@ class RealIds:
             body["items"] = [{"image_id": i, "score": rnd.random()} for i in some]
         elif path == "/v1/labels":
             body["image_ids"] = some
+        elif path == "/v1/verdicts" and isinstance(body.get("verdicts"), list):
+            body["verdicts"] = [{"image_id": i, "verdict": rnd.choice(["accept", "reject", "skip"])} for i in some]
 
 
 @pytest.fixture
@@ -136,7 +138,8 @@ def test_every_operation_answers_as_declared(served: tuple[Any, RealIds]) -> Non
     assert 150 <= seen.cases <= 400
     # The real ids make the happy paths run too, not only 404s and 422s.
     for label in ("POST /v1/mine", "POST /v1/mine/upload", "GET /v1/images/{image_id}",
-                  "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "POST /v1/labels"):
+                  "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "POST /v1/labels",
+                  "POST /v1/verdicts", "GET /v1/verdicts", "GET /v1/yield"):
         assert 200 in seen.codes.get(label, set()), (label, seen.codes.get(label))
     assert 201 in seen.codes["POST /v1/batches"], seen.codes["POST /v1/batches"]
 

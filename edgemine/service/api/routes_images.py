@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from edgemine.bundle.errors import UnknownImageIds
+from edgemine.bundle.state import LABEL_STATES
 from edgemine.models.images import NotAnImage, reencode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
 from edgemine.service.api.guard import GuardedRoute
@@ -23,7 +24,7 @@ _FILTERS = TypeAdapter(dict[str, FilterValue])
 
 router = APIRouter(prefix="/v1", tags=["images"], route_class=GuardedRoute)
 IMAGE_MEDIA = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
-StateName = Literal["unlabeled", "queued", "labeled"]
+StateName = Literal["unlabeled", "queued", "labeled", "rejected"]
 
 
 @router.get("/images", response_model=ImagePage, responses=errors(422))
@@ -41,7 +42,7 @@ def list_images(
         parsed = _FILTERS.validate_json(filters)
     except ValidationError as exc:
         raise HTTPException(422, detail=f"filters must be a JSON object of column conditions: {exc}") from exc
-    return browse(loaded.snapshot, loaded.miner.states, parsed, list(state or ["unlabeled", "queued", "labeled"]),
+    return browse(loaded.snapshot, loaded.miner.states, parsed, list(state or LABEL_STATES),
                   contains, offset, limit, settings.public_url)
 
 

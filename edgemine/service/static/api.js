@@ -197,3 +197,18 @@ export const listBatches = () => api("/v1/batches");
 export const getBatch = (id) => api(`/v1/batches/${encodeURIComponent(id)}`);
 export const setLabels = (imageIds, state) =>
   api("/v1/labels", { method: "POST", json: { image_ids: imageIds, state } });
+
+// -- verdicts and yield (issue 10) ------------------------------------------------------------------
+
+/** POST /v1/verdicts: `verdicts` are {image_id, verdict: "accept"|"reject"|"skip", query_id?}. */
+export const postVerdicts = (verdicts, sessionId) =>
+  api("/v1/verdicts", { method: "POST", json: { verdicts, session_id: sessionId } });
+
+/** GET /v1/verdicts for a session (the latest verdict per image): one page, {verdicts, next_offset}. */
+export function listVerdicts({ sessionId, limit = 1000, offset = 0 } = {}) {
+  const params = new URLSearchParams({ session_id: sessionId, limit: String(limit), offset: String(offset) });
+  return api(`/v1/verdicts?${params}`);
+}
+
+/** GET /v1/yield for a session: reviewed, accepted, rejected, yield with its interval, the curve. */
+export const getYield = (sessionId) => api(`/v1/yield?${new URLSearchParams({ session_id: sessionId })}`);

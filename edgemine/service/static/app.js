@@ -1,6 +1,8 @@
 // The review page: choose examples, mine, review candidates, queue a batch, export it.
 import * as API from "./api.js";
 import { $, $$, fmtInt, h, onThumbError, parseIds, plural } from "./dom.js";
+import { createBatchList } from "./batches.js";
+import { FeedbackPanel } from "./feedback.js";
 import { createFilterEditor } from "./filters.js";
 import { ResultsGrid } from "./results.js";
 
@@ -18,6 +20,7 @@ const ui = {
   queueBtn: $("#queue-btn"),
   batchName: $("#batch-name"),
   mineBtn: $("#mine-btn"),
+  refineBtn: $("#refine-btn"),
   loadMore: $("#load-more"),
   emptyState: $("#empty-state"),
 };
@@ -26,7 +29,7 @@ const app = {
   health: null,
   /** @type {{key: string, kind: "id"|"text"|"upload", value: string, negative: boolean, file?: File, url?: string, unknown?: boolean}[]} */
   examples: [],
-  current: null, // {query, files, examples, nextOffset, eligible, ms}
+  current: null, // {query, files, examples, nextCursor, eligible, ms, queryId, refined?}
   mining: null, // AbortController of the request in flight
   browse: { offset: 0, total: 0 },
 };
@@ -73,6 +76,7 @@ async function refreshHealth() {
       h("span", { class: "dot" }), `bundle v${health.bundle_version} · `,
       h("span", { title: "images in the bundle" }, `${fmtInt(c.images ?? 0)} images`), " · ",
       `${fmtInt(c.unlabeled ?? 0)} unlabeled · ${fmtInt(c.queued ?? 0)} queued · ${fmtInt(c.labeled ?? 0)} labeled · `,
+      c.rejected ? `${fmtInt(c.rejected)} rejected · ` : "",
       h("code", { title: "model identity" }, health.model));
     if (health.switch_error) ui.health.append(h("span", { class: "warn", title: health.switch_error }, " ⚠ newer version not served"));
     warnRandomWeights(health.model);
@@ -335,6 +339,9 @@ async function runMine(request, { append = false } = {}) {
   ui.mineBtn.textContent = append ? "Loading…" : "Mining…";
   ui.loadMore.disabled = true;
   document.body.classList.add("busy");
+  // Every mine names the session and the previous mine (its parent). A next page continues the
+  // same query (its cursor is bound to the query's fields), so it keeps the fields of its first page.
+  if (!append) request = { ...request, query: { ...request.query, ...feedback.session.queryFields() } };
   const q = request.query;
   const needsModel = q.texts.length || q.negative_texts.length || request.files.length;
   if (!append && needsModel && app.health && !app.health.model_loaded) {
@@ -343,11 +350,13 @@ async function runMine(request, { append = false } = {}) {
   try {
     const result = await API.mine(request.query, request.files, controller.signal);
     if (app.mining !== controller) return null;
-    app.current = { ...request, nextCursor: result.next_cursor, eligible: result.eligible, ms: result.timings?.total_ms };
-    if (append) results.addItems(result.candidates);
+    feedback.session.mined(result.query_id);
+    app.current = { ...request, nextCursor: result.next_cursor, eligible: result.eligible, ms: result.timings?.total_ms,
+      queryId: result.query_id };
+    if (append) results.addItems(result.candidates, result.query_id);
     else {
-      results.setItems(result.candidates);
-      renderQueryStrip(request);
+      results.setItems(result.candidates, result.query_id);
+      renderQueryStrip(request, result.query_id);
       const scroller = document.scrollingElement;
       $("#main").scrollTop = 0;
       if (scroller) scroller.scrollTop = 0;
@@ -357,7 +366,7 @@ async function runMine(request, { append = false } = {}) {
     $("#main").classList.add("has-results");
     if (!append) {
       notify(result.candidates.length ? "" : "info",
-        ...(result.candidates.length ? [] : ["No eligible candidates: every image is queued, labeled, an example, excluded or filtered out."]));
+        ...(result.candidates.length ? [] : ["No eligible candidates: every image is queued, labeled, rejected, an example, excluded or filtered out."]));
     }
     ui.loadMore.hidden = result.next_cursor == null;
     ui.loadMore.textContent = `Load next ${plural(request.query.k, "candidate")} (after rank ${fmtInt(result.next_offset ?? 0)})`;
@@ -394,12 +403,16 @@ function nearestThumb(label) {
     h("img", { src: API.imageUrl(label, 64), alt: "", loading: "lazy", onerror: onThumbError }));
 }
 
-function renderQueryStrip(request) {
+function renderQueryStrip(request, queryId) {
   $("#query-strip").hidden = false;
   $("#query-examples").replaceChildren(...request.examples.map((e) => h("span", {
     class: `chip ${e.negative ? "neg" : "pos"}`, title: `${e.negative ? "negative" : "positive"}: ${e.value}`,
-  }, exampleThumb(e, 128), h("span", { class: "chip-label" }, `${e.negative ? "−" : "+"} ${e.kind === "text" ? `“${e.value}”` : e.value}`))));
+  }, exampleThumb(e, 128), h("span", { class: "chip-label" }, `${e.negative ? "−" : "+"} ${e.kind === "text" ? `“${e.value}”` : e.value}`))),
+  ...(request.refined ? [h("span", { class: "chip session", title: "use_verdicts: the session's latest verdicts" },
+    h("span", { class: "chip-label" },
+      `+ ${fmtInt(request.refined.accepted)} accepted · − ${fmtInt(request.refined.rejected)} rejected (session)`))] : []));
   $("#query-options").textContent = describeOptions(request.query);
+  $("#query-id").textContent = queryId || "–";
   const body = JSON.stringify(request.query, null, 2);
   const uploads = request.files.length ? `\n// + uploaded files: ${request.files.map((f) => f.name).join(", ")}` : "";
   $("#query-json").textContent = body + uploads;
@@ -423,13 +436,15 @@ function describeOptions(q) {
   }
   if (q.include_states.join() !== "unlabeled") parts.push(`states: ${q.include_states.join(", ") || "none"}`);
   if (q.exclude_ids.length) parts.push(`${plural(q.exclude_ids.length, "excluded ID")}`);
+  if (q.use_verdicts) parts.push("refined with the session's verdicts");
   return parts.join(" · ");
 }
 
 function updateCounts() {
   const cur = app.current;
-  const accepted = results.accepted().length;
-  const rejected = results.rejected().length;
+  const accepted = results.acceptedInGrid().length;
+  const rejected = results.rejectedInGrid().length;
+  const toQueue = results.accepted().length;
   if (!cur) {
     ui.counts.textContent = "No results yet.";
   } else {
@@ -438,10 +453,27 @@ function updateCounts() {
       h("span", { class: "c-accept" }, `${fmtInt(accepted)} accepted`), " · ",
       h("span", { class: "c-reject" }, `${fmtInt(rejected)} rejected`), " · ",
       `${fmtInt(results.selected.size)} selected`,
-      cur.ms != null ? h("span", { class: "muted" }, ` · ${cur.ms.toFixed(1)} ms`) : null);
+      ...(cur.ms != null ? [h("span", { class: "muted" }, ` · ${cur.ms.toFixed(1)} ms`)] : []));
   }
-  ui.queueBtn.disabled = accepted === 0;
-  ui.queueBtn.textContent = `Queue ${fmtInt(accepted)} accepted`;
+  ui.queueBtn.disabled = toQueue === 0;
+  ui.queueBtn.textContent = `Queue ${fmtInt(toQueue)} accepted`;
+  const session = feedback.counts();
+  ui.refineBtn.disabled = session.accepted + session.rejected === 0;
+  ui.refineBtn.textContent = `Refine (+${fmtInt(session.accepted)} / −${fmtInt(session.rejected)})`;
+}
+
+/** Mine again with the session's accepted images as positives and rejected ones as negatives. */
+async function refine() {
+  const counts = feedback.counts();
+  if (ui.refineBtn.disabled || app.mining) return;
+  if (!(await feedback.session.flush())) return; // the service must have every verdict first
+  const request = buildQuery();
+  request.query.use_verdicts = true;
+  const result = await runMine({ ...request, refined: counts });
+  if (result) {
+    notify("success", `Refined: mined with ${plural(counts.accepted, "accepted image")} as positives and ` +
+      `${plural(counts.rejected, "rejected image")} as negatives (use_verdicts), besides the examples.`);
+  }
 }
 
 // -- queue & batches ----------------------------------------------------------------------------------
@@ -461,6 +493,7 @@ async function queueAccepted(event) {
   const cur = app.current;
   const { offset: _offset, cursor: _cursor, ...query } = cur.query;
   if (cur.files.length) query.uploads = cur.files.map((f) => f.name);
+  if (cur.queryId) query.query_id = cur.queryId; // provenance: the stored query of the shown result
   ui.queueBtn.disabled = true;
   let batch;
   try {
@@ -481,12 +514,12 @@ async function queueAccepted(event) {
   results.forget(queuedIds);
   ui.batchName.value = defaultBatchName();
   const skipped = batch.skipped || [];
-  const links = exportLinks(batch.batch_id).flatMap((a, i) => (i ? [" · ", a] : [a]));
+  const links = batchList.exportLinks(batch.batch_id).flatMap((a, i) => (i ? [" · ", a] : [a]));
   const parts = [h("strong", {}, `Queued ${plural(batch.size, "image")} as batch “${batch.name}”`),
     " (", h("code", {}, batch.batch_id), ").", h("span", { class: "inline-links" }, " Export: ", ...links, ".")];
   if (skipped.length) parts.push(` Skipped ${plural(skipped.length, "image")} already queued or labeled: ${skipped.join(", ")}.`);
   notify("success", ...parts);
-  refreshBatches(batch.batch_id);
+  batchList.refresh(batch.batch_id);
   refreshHealth();
   // Re-run the same query: queued images are no longer eligible, so they must not come back.
   const { cursor: _pageCursor, ...firstPage } = cur.query;
@@ -497,58 +530,6 @@ async function queueAccepted(event) {
     ? h("span", { class: "rerun warn" }, ` Re-ran the query: ${plural(back.length, "queued image")} still listed (include_states has “queued”).`)
     : h("span", { class: "rerun" }, ` Re-ran the query: none of the ${plural(queuedIds.length, "queued image")} appear in the new results.`);
   notify("success", ...parts, rerun);
-}
-
-async function refreshBatches(highlight) {
-  const msg = $("#batches-msg");
-  try {
-    const batches = await API.listBatches();
-    msg.textContent = batches.length ? "" : "No batches yet: accept candidates and queue them.";
-    msg.className = "msg";
-    $("#batch-list").replaceChildren(...batches.map((b) => batchItem(b, b.batch_id === highlight)));
-  } catch (err) {
-    msg.className = "msg error";
-    msg.textContent = err instanceof API.ApiError ? err.message : String(err);
-  }
-}
-
-function exportLinks(batchId) {
-  // The href is renewed on click: it carries a read token when the service has an API key.
-  return [["jsonl", "JSONL"], ["csv", "CSV"], ["labelstudio", "Label Studio"]].map(([fmt, label]) =>
-    h("a", { href: API.exportUrl(batchId, fmt), download: "", class: `export export-${fmt}`,
-      onclick: (e) => { e.currentTarget.href = API.exportUrl(batchId, fmt); } }, label));
-}
-
-function batchItem(b, fresh) {
-  const created = b.created_at ? b.created_at.replace("T", " ").replace(/\.\d+/, "").replace(/\+00:00|Z$/, " UTC") : "";
-  return h("li", { class: `batch${fresh ? " fresh" : ""}`, dataset: { id: b.batch_id } },
-    h("div", { class: "b-head" }, h("strong", { class: "b-name" }, b.name), h("span", { class: "b-size" }, plural(b.size, "image"))),
-    h("div", { class: "b-sub muted" }, h("code", {}, b.batch_id), ` · ${created}`),
-    h("div", { class: "b-links" }, "export ", ...exportLinks(b.batch_id),
-      h("button", { type: "button", class: "small ghost", title: "Mark every image of this batch labeled (POST /v1/labels)",
-        onclick: (e) => markLabeled(b, e.currentTarget) }, "mark labeled")));
-}
-
-async function markLabeled(batch, button) {
-  button.disabled = true;
-  try {
-    const full = await API.getBatch(batch.batch_id);
-    const ids = (full.items || []).map((i) => i.image_id);
-    if (!ids.length) { notify("info", `Batch “${batch.name}” has no images.`); return; }
-    // Labeled images are never mined again: make sure this was meant.
-    if (!window.confirm(`Mark all ${plural(ids.length, "image")} of batch “${batch.name}” labeled? ` +
-      "They will no longer be mined (undo through POST /v1/labels).")) {
-      notify("info", `Batch “${batch.name}” left as it was.`);
-      return;
-    }
-    const res = await API.setLabels(ids, "labeled");
-    notify("success", `Marked ${plural(res.changed, "image")} of batch “${batch.name}” labeled.`);
-    refreshHealth();
-  } catch (err) {
-    showError(err, "Marking labeled");
-  } finally {
-    button.disabled = false;
-  }
 }
 
 // -- wiring -------------------------------------------------------------------------------------------
@@ -562,9 +543,20 @@ const results = new ResultsGrid({
   viewer: $("#viewer"),
   nearestThumb,
   onChange: updateCounts,
+  onDecide: (verdicts) => feedback.record(verdicts),
+  onRefine: () => refine(),
   onUseAsExample: (id, negative) => {
     addExample("id", id, negative);
     notify("info", `Added ${id} as a ${negative ? "negative" : "positive"} example; mine again to use it.`);
+  },
+});
+
+const batchList = createBatchList({ notify, showError, refreshHealth });
+const feedback = new FeedbackPanel({
+  results, showError, onChange: updateCounts,
+  onRecovered: () => {
+    notify("success", "Verdicts saved: every verdict of this session is stored.");
+    if (!ui.banner.hidden) refreshHealth();
   },
 });
 
@@ -612,8 +604,9 @@ function wire() {
   $("#sel-accept").addEventListener("click", () => results.decideSelected("accept"));
   $("#sel-reject").addEventListener("click", () => results.decideSelected("reject"));
   $("#queue-form").addEventListener("submit", queueAccepted);
+  ui.refineBtn.addEventListener("click", refine);
 
-  $("#batches-refresh").addEventListener("click", () => refreshBatches());
+  $("#batches-refresh").addEventListener("click", () => batchList.refresh());
   $("#banner-retry").addEventListener("click", async () => configure(await refreshHealth()));
   ui.batchName.value = defaultBatchName();
 }
@@ -626,8 +619,10 @@ async function main() {
   updateCounts();
   const health = await refreshHealth();
   configure(health);
-  refreshBatches();
+  batchList.refresh();
   document.body.dataset.ready = health ? "true" : "false";
+  // Not awaited: with an API key, the first call asks for the key; the page is usable meanwhile.
+  if (health) feedback.restore().finally(() => { document.body.dataset.restored = "true"; });
 }
 
 main();

@@ -8,7 +8,9 @@ export class ResultsGrid {
   /**
    * @param {{grid: HTMLElement, sentinel: HTMLElement, viewer: HTMLDialogElement,
    *          nearestThumb: (label: string) => Node, onChange: () => void,
-   *          onUseAsExample: (id: string, negative: boolean) => void}} opts
+   *          onUseAsExample: (id: string, negative: boolean) => void,
+   *          onDecide: (verdicts: {image_id: string, verdict: string, query_id?: string}[]) => void,
+   *          onRefine: () => void}} opts
    */
   constructor(opts) {
     this.grid = opts.grid;
@@ -17,9 +19,12 @@ export class ResultsGrid {
     this.nearestThumb = opts.nearestThumb;
     this.onChange = opts.onChange;
     this.onUseAsExample = opts.onUseAsExample;
+    this.onDecide = opts.onDecide;
+    this.onRefine = opts.onRefine;
     this.items = [];
     this.cards = [];
-    this.decisions = new Map(); // image_id -> "accept" | "reject" (kept across re-runs)
+    this.decisions = new Map(); // image_id -> "accept" | "reject" (kept across re-runs and reloads)
+    this.seen = new Map(); // image_id -> {candidate, queryId}: every candidate shown since the page loaded
     this.selected = new Set(); // image_id
     this.focus = -1;
     this.viewing = -1;
@@ -34,9 +39,10 @@ export class ResultsGrid {
 
   // -- data ---------------------------------------------------------------------------------------
 
-  /** Replace the candidates (a new query). */
-  setItems(candidates) {
+  /** Replace the candidates (a new query; `queryId` is its result's query_id). */
+  setItems(candidates, queryId) {
     this.items = candidates.slice();
+    this.remember(candidates, queryId);
     this.cards = [];
     this.grid.replaceChildren();
     this.focus = -1;
@@ -47,19 +53,40 @@ export class ResultsGrid {
   }
 
   /** Add the next page of candidates. */
-  addItems(candidates) {
+  addItems(candidates, queryId) {
+    this.remember(candidates, queryId);
     const known = new Set(this.items.map((c) => c.image_id));
     this.items.push(...candidates.filter((c) => !known.has(c.image_id)));
     this.renderMore();
     this.onChange();
   }
 
-  accepted() { return this.items.filter((c) => this.decisions.get(c.image_id) === "accept"); }
-  rejected() { return this.items.filter((c) => this.decisions.get(c.image_id) === "reject"); }
+  remember(candidates, queryId) {
+    for (const c of candidates) this.seen.set(c.image_id, { candidate: c, queryId });
+  }
 
-  /** Forget decisions for images that were queued (they will not come back). */
+  /**
+   * Every accepted candidate shown since the page loaded, also those no longer in the grid (after
+   * Refine, accepted images are examples and so not candidates; they are still to be queued).
+   */
+  accepted() {
+    return [...this.seen.values()].map((s) => s.candidate).filter((c) => this.decisions.get(c.image_id) === "accept");
+  }
+  acceptedInGrid() { return this.items.filter((c) => this.decisions.get(c.image_id) === "accept"); }
+  rejectedInGrid() { return this.items.filter((c) => this.decisions.get(c.image_id) === "reject"); }
+
+  /** Take the decisions restored from the service (a reload): Map image_id -> "accept" | "reject". */
+  restoreDecisions(decisions) {
+    for (const [id, d] of decisions) if (!this.decisions.has(id)) this.decisions.set(id, d);
+    this.repaintAll();
+  }
+
+  /**
+   * Images that were queued: no longer to queue (they will not come back). Their decisions stay:
+   * they are the session's verdicts, which Refine uses.
+   */
   forget(ids) {
-    for (const id of ids) { this.decisions.delete(id); this.selected.delete(id); }
+    for (const id of ids) { this.selected.delete(id); this.seen.delete(id); }
   }
 
   // -- rendering ----------------------------------------------------------------------------------
@@ -138,11 +165,15 @@ export class ResultsGrid {
 
   // -- actions ------------------------------------------------------------------------------------
 
+  /** Set (or, with null, undo) the decision on candidate i; the change is reported as a verdict. */
   decide(i, decision) {
     const c = this.items[i];
     if (!c) return;
+    const before = this.decisions.get(c.image_id);
     if (decision) this.decisions.set(c.image_id, decision);
     else this.decisions.delete(c.image_id);
+    // Undo is stored as a "skip" verdict: the latest verdict wins, and a skip brings a rejected image back.
+    if ((decision || undefined) !== before) this.report([[c.image_id, decision || "skip"]]);
     this.repaint(i);
     this.onChange();
     if (this.viewing === i) this.fillViewer(i);
@@ -167,8 +198,21 @@ export class ResultsGrid {
     this.repaintAll();
   }
   decideSelected(decision) {
-    for (const c of this.items) if (this.selected.has(c.image_id)) this.decisions.set(c.image_id, decision);
+    const changed = [];
+    for (const c of this.items) {
+      if (!this.selected.has(c.image_id) || this.decisions.get(c.image_id) === decision) continue;
+      this.decisions.set(c.image_id, decision);
+      changed.push([c.image_id, decision]);
+    }
+    if (changed.length) this.report(changed);
     this.repaintAll();
+  }
+
+  report(changes) {
+    this.onDecide(changes.map(([id, verdict]) => {
+      const queryId = this.seen.get(id)?.queryId;
+      return queryId ? { image_id: id, verdict, query_id: queryId } : { image_id: id, verdict };
+    }));
   }
 
   setFocus(i, { scroll = true } = {}) {
@@ -235,6 +279,7 @@ export class ResultsGrid {
       case "u": case "Backspace": if (cur >= 0) this.decide(cur, null); break;
       case "A": this.decideSelected("accept"); break;
       case "R": case "X": this.decideSelected("reject"); break;
+      case "f": if (!inViewer) this.onRefine(); break;
       case " ": if (cur >= 0) this.toggleSelect(cur); else this.setFocus(0); break;
       case "Enter": case "o":
         if (inViewer) this.viewer.close();
