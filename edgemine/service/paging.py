@@ -38,8 +38,13 @@ class Cursor:
 
 
 def query_digest(query: MineQuery, upload_digests: Sequence[str] = ()) -> str:
-    """Return a short digest of the query's ranking inputs (uploads by content)."""
-    shape = query.model_dump(mode="json", by_alias=True, exclude={"k", "offset", "cursor"})
+    """Return a short digest of the query's ranking inputs (uploads by content).
+
+    Session and parent query ids are provenance, not ranking inputs: with use_verdicts the digest
+    is taken over the query with the session's verdicts already expanded into example ids.
+    """
+    shape = query.model_dump(mode="json", by_alias=True,
+                             exclude={"k", "offset", "cursor", "session_id", "parent_query_id"})
     text = json.dumps([shape, list(upload_digests)], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 

@@ -106,7 +106,7 @@ def test_label_changes_state_counts_and_mining(api: edgemine.Client, api_bundle:
     assert api.label(res.ids[:3], state="labeled") == 3
     assert api.label(res.ids[:3], state="labeled") == 0  # already labeled: nothing changed
     counts = api.health()["counts"]
-    assert counts == {"images": 60, "unlabeled": 57, "queued": 0, "labeled": 3}
+    assert counts == {"images": 60, "unlabeled": 57, "queued": 0, "labeled": 3, "rejected": 0}
     assert api.mine(positive_ids=[api_bundle.ids[5]], k=2).ids == res.ids[3:5]
     assert api.label(res.ids[0], state="unlabeled") == 1  # one id, not its characters
     with pytest.raises(edgemine.QueryError, match="unknown labeling state"):

@@ -82,7 +82,7 @@ def test_state_changed_on_one_backend_is_seen_by_the_other(both: Pair, api_bundl
     assert_same_result(local.mine(**q).result, remote.mine(**q).result)
     assert not set(first.ids) & set(remote.mine(**q).ids)
     assert local.health()["counts"] == remote.health()["counts"] == {
-        "images": 60, "unlabeled": 54, "queued": 4, "labeled": 2}
+        "images": 60, "unlabeled": 54, "queued": 4, "labeled": 2, "rejected": 0}
 
 
 def test_exports_differ_only_in_absolute_image_links(both: Pair, api_bundle: ApiBundle) -> None:

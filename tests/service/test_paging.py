@@ -183,3 +183,14 @@ def test_cli_mine_pages_by_cursor(make_byo_bundle: Make) -> None:
     assert ranks == [5, 6, 7, 8]
     other = runner.invoke(cli, ["mine", "--bundle", str(built.path), "-p", "im0002", "--cursor", cursor.group(1)])
     assert other.exit_code == 2 and "another query" in other.output
+
+
+def test_provenance_fields_do_not_break_a_cursor() -> None:
+    from edgemine.service.paging import query_digest
+    from edgemine.service.query import MineQuery
+
+    base = MineQuery(positive_ids=["a"], k=5)
+    moved = MineQuery(positive_ids=["a"], k=5, session_id="s-2", parent_query_id="q-123")
+    # The next page of a query may name the page it came from (the review page does): same ranking.
+    assert query_digest(base) == query_digest(moved)
+    assert query_digest(base) != query_digest(MineQuery(positive_ids=["b"], k=5))
