@@ -17,7 +17,7 @@ from edgemine.service.query import MineQuery
 from .conftest import ApiBundle, free_port, live_server
 
 Handler = Callable[[httpx.Request], httpx.Response]
-MINED = {"candidates": [], "eligible": 0, "offset": 0, "next_offset": None, "next_cursor": None,
+MINED = {"query_id": "q-test", "candidates": [], "eligible": 0, "offset": 0, "next_offset": None, "next_cursor": None,
          "bundle_version": 1, "model": "byo:test", "strategy": "max", "timings": {}}
 
 

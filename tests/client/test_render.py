@@ -84,7 +84,7 @@ def candidate(i: int, image_id: str | None = None, nearest: str = "ex/pos1.jpg",
 
 
 def mined(candidates: list[Candidate], client: FakeClient | None = None, cursor: str | None = "c1") -> FakeResult:
-    model = MineResult(candidates=candidates, eligible=1234, offset=0, next_offset=len(candidates),
+    model = MineResult(query_id="q-render", candidates=candidates, eligible=1234, offset=0, next_offset=len(candidates),
                        next_cursor=cursor, bundle_version=3, model="edgemine-tiny/none", strategy="max",
                        timings=Timings(total_ms=12.5))
     return FakeResult(candidates, model, client or FakeClient())
