@@ -21,6 +21,8 @@ _LAZY = {
     "Client": "edgemine.client.client",
     "MiningResult": "edgemine.client.results",
     "Batch": "edgemine.client.results",
+    "Verdicts": "edgemine.client.review",
+    "YieldReport": "edgemine.client.review",
     "EdgemineError": "edgemine.client.errors",
     "UnknownImageIds": "edgemine.client.errors",
     "QueryError": "edgemine.client.errors",
@@ -35,7 +37,7 @@ _LAZY = {
 
 __all__ = ["AuthenticationError", "Batch", "BatchConflict", "Client", "EdgemineError", "ImageUnavailable",
            "MineQuery", "MineResult", "MiningResult", "QueryError", "ServiceUnavailable", "UnknownBatch",
-           "UnknownImageIds", "__version__", "connect", "open"]
+           "UnknownImageIds", "Verdicts", "YieldReport", "__version__", "connect", "open"]
 
 if TYPE_CHECKING:
     from edgemine.client.client import Client, connect, open
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
         UnknownImageIds,
     )
     from edgemine.client.results import Batch, MiningResult
+    from edgemine.client.review import Verdicts, YieldReport
     from edgemine.service.query import MineQuery, MineResult
 
 

@@ -1,8 +1,8 @@
 """The public Python API: `open` a local bundle or `connect` to a service, then mine, queue, export, label.
 
 `Client` methods take and return the service's own pydantic models (`MineQuery`, `MineResult`,
-the batch models), wrapped in `MiningResult` and `Batch`, and raise the typed errors of
-`edgemine.client.errors`, whichever backend runs them.
+the batch, verdict and yield models), wrapped in `MiningResult`, `Batch`, `Verdicts` and
+`YieldReport`, and raise the typed errors of `edgemine.client.errors`, whichever backend runs them.
 """
 
 from edgemine.client._backend import Backend
@@ -20,7 +20,8 @@ from edgemine.client.errors import (
     UnknownImageIds,
 )
 from edgemine.client.results import Batch, MiningResult
+from edgemine.client.review import Verdicts, YieldReport
 
 __all__ = ["AuthenticationError", "Backend", "Batch", "BatchConflict", "Client", "EdgemineError", "HttpBackend",
            "ImageUnavailable", "LocalBackend", "MiningResult", "QueryError", "ServiceUnavailable", "UnknownBatch",
-           "UnknownImageIds", "connect", "open"]
+           "UnknownImageIds", "Verdicts", "YieldReport", "connect", "open"]

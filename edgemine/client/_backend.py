@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from edgemine.bundle.feedback import VerdictName, YieldReport
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchCreate, ExportFormat
 from edgemine.service.browse import ImagePage
 from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
+from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
 
 LabelState = str  # "unlabeled" | "queued" | "labeled" (checked by the backend)
 
@@ -46,6 +48,19 @@ class Backend(Protocol):
 
     def set_state(self, image_ids: Sequence[str], state: LabelState) -> int:
         """Set the labeling state of images; return how many changed."""
+        ...
+
+    def record_verdicts(self, request: VerdictsRequest) -> VerdictsRecorded:
+        """Store review verdicts, all or nothing (UnknownImageIds names unknown images)."""
+        ...
+
+    def verdicts(self, query_id: str | None, verdict: VerdictName | None, session_id: str | None,
+                 latest_only: bool, limit: int, offset: int) -> VerdictPage:
+        """Return one page of stored verdicts, oldest first."""
+        ...
+
+    def yield_report(self, session_id: str | None) -> YieldReport:
+        """Return the yield per query, batch, strategy and session (or of one session)."""
         ...
 
     def images(self, filters: dict[str, FilterValue], states: Sequence[str], contains: str,

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from edgemine.bundle.feedback import VerdictName, YieldReport
 from edgemine.client.errors import (
     AuthenticationError,
     BatchConflict,
@@ -26,6 +27,7 @@ from edgemine.service.batches import BatchCreate, ExportFormat
 from edgemine.service.browse import ImagePage
 from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
+from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
 
 T = TypeVar("T")
 _FILTERS = TypeAdapter(dict[str, FilterValue])
@@ -133,6 +135,28 @@ class HttpBackend:
         """Set the labeling state of images (POST /v1/labels); return how many changed."""
         response = self._request("POST", "/v1/labels", json={"image_ids": list(image_ids), "state": state})
         return _parse(response, _Labeled).changed
+
+    def record_verdicts(self, request: VerdictsRequest) -> VerdictsRecorded:
+        """Store review verdicts (POST /v1/verdicts), all or nothing.
+
+        Not retried after a timeout: a repeat would store the verdicts twice in the history.
+        """
+        response = self._request("POST", "/v1/verdicts", idempotent=False,
+                                 json=request.model_dump(mode="json", exclude_none=True))
+        return _parse(response, VerdictsRecorded)
+
+    def verdicts(self, query_id: str | None, verdict: VerdictName | None, session_id: str | None,
+                 latest_only: bool, limit: int, offset: int) -> VerdictPage:
+        """Return one page of stored verdicts (GET /v1/verdicts), oldest first."""
+        params: dict[str, Any] = {"latest_only": latest_only, "limit": limit, "offset": offset}
+        params.update({k: v for k, v in (("query_id", query_id), ("verdict", verdict), ("session_id", session_id))
+                       if v is not None})
+        return _parse(self._request("GET", "/v1/verdicts", params=params), VerdictPage)
+
+    def yield_report(self, session_id: str | None) -> YieldReport:
+        """Return the yield report (GET /v1/yield)."""
+        params = {} if session_id is None else {"session_id": session_id}
+        return _parse(self._request("GET", "/v1/yield", params=params), YieldReport)
 
     def images(self, filters: dict[str, FilterValue], states: Sequence[str], contains: str,
                offset: int, limit: int) -> ImagePage:

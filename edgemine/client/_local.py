@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgemine.bundle.errors import BundleError
+from edgemine.bundle.feedback import VerdictName, YieldReport, yield_report
 from edgemine.bundle.state import LABEL_STATES, LabelState, StateDB
 from edgemine.client.errors import BatchConflict, ImageUnavailable, QueryError, ServiceUnavailable
 from edgemine.models.base import ModelUnavailable
@@ -21,6 +22,9 @@ from edgemine.service.filters import FilterError
 from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
 from edgemine.service.runtime import EmbedderLoader, Runtime
+from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
+from edgemine.service.verdicts import page as verdict_page
+from edgemine.service.verdicts import record as record_verdicts
 
 T = TypeVar("T")
 # The service's defaults (edgemine.service.config.Settings): a local thumbnail is the same image.
@@ -114,6 +118,20 @@ class LocalBackend:
             raise QueryError(f"unknown labeling state {state!r}; valid: {', '.join(LABEL_STATES)}")
         checked: LabelState = state  # narrowed by the check above
         return self._call(lambda: self._state.set_state(list(image_ids), checked))
+
+    def record_verdicts(self, request: VerdictsRequest) -> VerdictsRecorded:
+        """Store review verdicts, all or nothing (UnknownImageIds names unknown images)."""
+        return self._call(lambda: record_verdicts(self._state, request))
+
+    def verdicts(self, query_id: str | None, verdict: VerdictName | None, session_id: str | None,
+                 latest_only: bool, limit: int, offset: int) -> VerdictPage:
+        """Return one page of stored verdicts, oldest first (as GET /v1/verdicts pages them)."""
+        return self._call(lambda: verdict_page(self._state, query_id, verdict, session_id, latest_only, limit,
+                                               offset))
+
+    def yield_report(self, session_id: str | None) -> YieldReport:
+        """Return the yield per query, batch, strategy and session (or of one session)."""
+        return self._call(lambda: yield_report(self._state, session_id=session_id))
 
     def images(self, filters: dict[str, FilterValue], states: Sequence[str], contains: str,
                offset: int, limit: int) -> ImagePage:

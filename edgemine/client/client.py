@@ -13,7 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from edgemine.client._backend import Backend
 from edgemine.client.errors import QueryError
+from edgemine.client.errors import validation_message as _validation_message
 from edgemine.client.results import Batch, MiningResult
+from edgemine.client.review import Verdicts, YieldReport, verdicts_request
 from edgemine.service import limits
 from edgemine.service.batches import BatchCreate, BatchItemIn
 from edgemine.service.browse import ImagePage
@@ -32,9 +34,14 @@ class Client:
     (or use it as a context manager) to release the backend's connections.
     """
 
-    def __init__(self, backend: Backend) -> None:
-        """Wrap a backend (`LocalBackend` or `HttpBackend`)."""
+    def __init__(self, backend: Backend, session_id: str | None = None) -> None:
+        """Wrap a backend (`LocalBackend` or `HttpBackend`).
+
+        `session_id` names a review session: it is the default `session_id` of every query mined
+        and every verdict sent through this client (see `review` and `MineQuery.use_verdicts`).
+        """
         self._backend = backend
+        self.session_id = session_id
 
     @property
     def backend(self) -> Backend:
@@ -45,8 +52,12 @@ class Client:
         """Mine candidates: keyword arguments are `MineQuery` fields (positive_ids, texts, k, filters, ...).
 
         `uploads` are example images (paths, bytes, or (name, bytes) pairs) used as positives.
+        The client's `session_id` is used unless the query names one; with `use_verdicts=True` the
+        session's accepted images join the positives and its rejected ones the negatives.
         Raises QueryError for a query the service would refuse, UnknownImageIds for unknown examples.
         """
+        if self.session_id is not None and query.get("session_id") is None:
+            query = {**query, "session_id": self.session_id}
         try:
             parsed = MineQuery.model_validate(query)
         except ValidationError as exc:
@@ -54,7 +65,9 @@ class Client:
         return self._mine_query(parsed, [_upload(u, i) for i, u in enumerate(uploads)])
 
     def mine_query(self, query: MineQuery, uploads: Sequence[UploadLike] = ()) -> MiningResult:
-        """Mine with a ready `MineQuery` (the service's own model)."""
+        """Mine with a ready `MineQuery` (the service's own model; the client's session_id fills in a missing one)."""
+        if self.session_id is not None and query.session_id is None:
+            query = query.model_copy(update={"session_id": self.session_id})
         return self._mine_query(query, [_upload(u, i) for i, u in enumerate(uploads)])
 
     def _mine_query(self, query: MineQuery, uploads: Sequence[Upload]) -> MiningResult:
@@ -111,6 +124,44 @@ class Client:
             raise QueryError(f"{len(wanted)} ids to label; at most {limits.MAX_LABEL_IDS} per call")
         return self._backend.set_state(wanted, state)
 
+    def review(self, accept: IdsLike = (), reject: IdsLike = (), skip: IdsLike = (), *,
+               query_id: str | None = None, session_id: str | None = None, reviewer: str | None = None) -> int:
+        """Store review verdicts on images; return how many were stored (0 when none were given).
+
+        `accept`, `reject` and `skip` each take image ids, candidates, a batch or a mining result.
+        A verdict points back to `query_id` if given, else to the query of the mining result its
+        ids came from. A reject takes an unlabeled image out of later mining; a later accept or
+        skip brings it back. `session_id` defaults to the client's. Unknown ids fail the whole call
+        (UnknownImageIds, nothing stored); an id given two different verdicts is a QueryError.
+        """
+        groups = [(name, _ids(ids), _query_id_of(ids)) for name, ids in
+                  (("accept", accept), ("reject", reject), ("skip", skip))]
+        request = verdicts_request(groups, query_id, session_id or self.session_id, reviewer)
+        return 0 if request is None else self._backend.record_verdicts(request).recorded
+
+    def verdicts(self, query_id: str | None = None, verdict: str | None = None, session_id: str | None = None,
+                 latest_only: bool = True) -> Verdicts:
+        """Return stored verdicts, oldest first, of a query and/or a session, optionally of one kind.
+
+        With `latest_only` (the default) each image's latest verdict (within the query or session
+        asked for) is kept, then filtered by `verdict`. Every page is fetched; a list shown in
+        Jupyter as a table.
+        """
+        from edgemine.client.review import fetch_verdicts
+
+        return fetch_verdicts(self._backend, query_id, verdict, session_id, latest_only)
+
+    def yield_report(self, session_id: str | None = None) -> YieldReport:
+        """Return the mining yield (accepted / reviewed, 95% interval) per query, batch, strategy and session.
+
+        `session_id` limits it to one session's verdicts. Shown in Jupyter as small tables with each
+        session's cumulative yield curve.
+        """
+        from edgemine.client.review import check_name
+
+        check_name("session_id", session_id)
+        return YieldReport(self._backend.yield_report(session_id))
+
     def images(self, filters: dict[str, Any] | None = None, state: str | Sequence[str] | None = None,
                contains: str = "", offset: int = 0, limit: int = 100) -> ImagePage:
         """Browse images in catalog order with mining's metadata filters, labeling states and an id substring."""
@@ -157,28 +208,30 @@ class Client:
         return f"<edgemine.Client over {self._backend!r}>"
 
 
-def open(bundle_dir: str | os.PathLike[str], *, public_url: str = "") -> Client:
+def open(bundle_dir: str | os.PathLike[str], *, public_url: str = "", session_id: str | None = None) -> Client:
     """Open a local bundle directory and return a Client that mines it in this process.
 
     (`edgemine.open` shadows the builtin `open` only as an attribute of the `edgemine` package.)
-    `public_url` is put in front of image links (`/v1/images/...`) in results and exports.
+    `public_url` is put in front of image links (`/v1/images/...`) in results and exports;
+    `session_id` is the client's review session (see Client).
     """
     from edgemine.client._local import LocalBackend
 
-    return Client(LocalBackend(bundle_dir, public_url=public_url))
+    return Client(LocalBackend(bundle_dir, public_url=public_url), session_id=session_id)
 
 
 def connect(url: str, api_key: str | None = None, *, timeout: float = 30.0, retries: int = 3,
-            backoff: float = 0.5) -> Client:
+            backoff: float = 0.5, session_id: str | None = None) -> Client:
     """Return a Client for an edgemine service at `url` (e.g. "http://127.0.0.1:8000").
 
     `api_key` is sent as a Bearer token. Each request may take `timeout` seconds to connect and
     per read; a 503 or a refused connection is retried `retries` times after `backoff` seconds,
-    doubling (see HttpBackend).
+    doubling (see HttpBackend). `session_id` is the client's review session (see Client).
     """
     from edgemine.client._http import HttpBackend
 
-    return Client(HttpBackend(url, api_key, timeout=timeout, retries=retries, backoff=backoff))
+    return Client(HttpBackend(url, api_key, timeout=timeout, retries=retries, backoff=backoff),
+                  session_id=session_id)
 
 
 def _ids(items: IdsLike) -> list[str]:
@@ -199,6 +252,12 @@ def _ids(items: IdsLike) -> list[str]:
     return out
 
 
+def _query_id_of(items: IdsLike) -> str | None:
+    if isinstance(items, MiningResult):
+        return items.query_id
+    return items.query_id if isinstance(items, MineResult) else None
+
+
 def _upload(item: UploadLike, index: int) -> Upload:
     if isinstance(item, bytes):
         return Upload(f"upload{index}", item)
@@ -208,12 +267,5 @@ def _upload(item: UploadLike, index: int) -> Upload:
     with builtins.open(path, "rb") as fh:
         return Upload(path.name, fh.read())
 
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
 
 __all__ = ["Client", "connect", "open"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.service.batches import UnknownBatch
 from edgemine.service.miner import QueryError
@@ -42,6 +44,15 @@ class BatchConflict(EdgemineError):
 
 class ImageUnavailable(EdgemineError):
     """An image is known but cannot be served: no file, outside the image roots, gone, or not decodable."""
+
+
+def validation_message(exc: ValidationError) -> str:
+    """Return a pydantic error as one line: `field: message; ...`."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
 
 
 __all__ = ["AuthenticationError", "BatchConflict", "EdgemineError", "ImageUnavailable", "QueryError",

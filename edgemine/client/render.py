@@ -113,6 +113,11 @@ def _page(body: str) -> str:
     return f'<div class="edgemine"><style>{_CSS}</style>{body}</div>'
 
 
+def page_html(body: str) -> str:
+    """Wrap already-escaped HTML in the self-contained `.edgemine` block with its inline CSS."""
+    return _page(body)
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc).strip() or "no detail"
     return f"{type(exc).__name__}: {text[:200]}"
@@ -203,7 +208,8 @@ def render_result(result: ResultLike, max_thumbnails: int = MAX_THUMBNAILS, size
     thumbs, drawn = _Thumbnails(result.client, size), set[str]()
     more_pages = "more: .next_page()" if res.next_cursor else "last page"
     ranks = f"ranks {candidates[0].rank}-{candidates[-1].rank} · " if candidates else ""
-    summary = (f"{len(candidates)} candidates of {res.eligible} eligible · {ranks}strategy {res.strategy} · "
+    summary = (f"{len(candidates)} candidates of {res.eligible} eligible · {ranks}query {res.query_id} · "
+               f"strategy {res.strategy} · "
                f"model {res.model} · bundle v{res.bundle_version} · {res.timings.total_ms:.0f} ms · {more_pages}")
     cards = [
         _card(c.image_id, f"#{c.rank}", f"score {c.score:.4f}",
@@ -253,6 +259,11 @@ def _is_number(value: Any) -> bool:
 
 def render_table(rows: Iterable[Mapping[str, Any]], title: str) -> str:
     """Return rows (dicts; columns in order of first appearance) as a small self-contained HTML table."""
+    return _page(f"<h4>{_e(title)}</h4>{table_html(rows)}")
+
+
+def table_html(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Return rows as a bare HTML table (escaped; to be placed inside a page of `render_table`'s style)."""
     rows = list(rows)
     columns: dict[str, None] = {}
     for row in rows:
@@ -263,8 +274,7 @@ def render_table(rows: Iterable[Mapping[str, Any]], title: str) -> str:
             f'<td class="em-num">{_e(_cell_text(row.get(c)))}</td>' if _is_number(row.get(c))
             else f"<td>{_e(_cell_text(row.get(c)))}</td>" for c in columns) + "</tr>"
         for row in rows)
-    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if rows else "<div>No rows.</div>"
-    return _page(f"<h4>{_e(title)}</h4>{table}")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if rows else "<div>No rows.</div>"
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[dict[str, Any]]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgemine.client.errors import QueryError
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchItem, ExportFormat
 from edgemine.service.miner import Upload
@@ -42,6 +43,33 @@ class MiningResult:
     def candidates(self) -> list[Candidate]:
         """The candidates of this page, best first."""
         return self.result.candidates
+
+    @property
+    def query_id(self) -> str:
+        """The id the service gave this query (every page has its own); verdicts point back to it."""
+        return self.result.query_id
+
+    def review(self, accept: Iterable[str | Candidate] = (), reject: Iterable[str | Candidate] = (),
+               skip: Iterable[str | Candidate] = (), *, reviewer: str | None = None) -> int:
+        """Store verdicts on candidates of this page, under its query_id and session; return how many.
+
+        Ids (or candidates) that are not on this page are a QueryError (nothing stored).
+        """
+        groups = {"accept": _as_ids(accept), "reject": _as_ids(reject), "skip": _as_ids(skip)}
+        ours = set(self.ids)
+        stray = [i for ids in groups.values() for i in ids if i not in ours]
+        if stray:
+            raise QueryError(f"not candidates of this result (query {self.query_id}): {', '.join(stray[:10])}")
+        return self.client.review(**groups, query_id=self.query_id, session_id=self.query.session_id,
+                                  reviewer=reviewer)
+
+    def accept(self, ids: Iterable[str | Candidate], *, reviewer: str | None = None) -> int:
+        """Accept candidates of this page (see `review`)."""
+        return self.review(accept=ids, reviewer=reviewer)
+
+    def reject(self, ids: Iterable[str | Candidate], *, reviewer: str | None = None) -> int:
+        """Reject candidates of this page: they are left out of later mining (see `review`)."""
+        return self.review(reject=ids, reviewer=reviewer)
 
     @property
     def ids(self) -> list[str]:
@@ -167,6 +195,17 @@ class Batch:
         from edgemine.client.render import render_batch
 
         return render_batch(self)
+
+
+def _as_ids(items: Iterable[str | Candidate]) -> list[str]:
+    if isinstance(items, str):  # one id, not its characters
+        return [items]
+    out = []
+    for item in items:
+        if not isinstance(item, str | Candidate):  # an int or a rank is a mistake, not an id
+            raise TypeError(f"image ids are strings (or candidates); got {type(item).__name__} {item!r}")
+        out.append(item.image_id if isinstance(item, Candidate) else item)
+    return out
 
 
 def _columns(records: list[dict[str, Any]]) -> list[str]:

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 import edgemine
+from edgemine.bundle.feedback import VerdictRecord
 from edgemine.client import ImageUnavailable
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.browse import ImagePage
-from edgemine.service.limits import MAX_LABEL_IDS
+from edgemine.service.limits import MAX_LABEL_IDS, MAX_SESSION_CHARS
 from edgemine.service.query import Candidate, MineQuery, MineResult
 
 from .conftest import ApiBundle
@@ -209,3 +210,99 @@ def test_health_is_a_dict_that_renders_as_a_table(api: edgemine.Client) -> None:
     health = api.health()
     assert isinstance(health, dict) and health["counts"]["images"] == 60 and health["model"] == "byo:test"
     assert "<table" in health._repr_html_() and "byo:test" in health._repr_html_()  # type: ignore[attr-defined]
+
+
+def test_review_stores_verdicts_and_a_reject_is_not_mined_again(api: edgemine.Client, api_bundle: ApiBundle) -> None:
+    query: dict[str, Any] = {"positive_ids": [api_bundle.ids[0]], "k": 6}
+    res = api.mine(**query)
+    assert res.query_id.startswith("q-") and res.query_id == res.result.query_id
+    assert res.review(accept=res.ids[:2], reject=res.ids[2:4], skip=[res.candidates[4]], reviewer="ana") == 5
+    stored = api.verdicts(query_id=res.query_id)
+    assert isinstance(stored, edgemine.Verdicts) and all(isinstance(v, VerdictRecord) for v in stored)
+    assert [(v.image_id, v.verdict) for v in stored] == \
+        [*((i, "accept") for i in res.ids[:2]), *((i, "reject") for i in res.ids[2:4]), (res.ids[4], "skip")]
+    assert {(v.query_id, v.reviewer, v.source) for v in stored} == {(res.query_id, "ana", "api")}
+    assert api.verdicts(verdict="reject").ids == res.ids[2:4]
+    assert api.health()["counts"]["rejected"] == 2
+    again = api.mine(**query)
+    assert not set(res.ids[2:4]) & set(again.ids) and set(res.ids[:2]) <= set(again.ids)
+    back = api.mine(**query, include_states=["unlabeled", "rejected"])
+    assert set(res.ids[2:4]) <= set(back.ids)
+    assert api.review(accept=res.ids[2]) == 1  # a later accept wins and brings the image back
+    assert api.health()["counts"]["rejected"] == 1
+    assert api.verdicts(verdict="reject").ids == [res.ids[3]]
+    assert len(api.verdicts(latest_only=False)) == 6  # the history keeps both verdicts on ids[2]
+    assert "<table" in stored._repr_html_() and res.query_id in stored._repr_html_()
+
+
+def test_result_accept_and_reject_use_its_query_and_the_clients_session(api: edgemine.Client,
+                                                                        api_bundle: ApiBundle) -> None:
+    session = edgemine.Client(api.backend, session_id="night-1")
+    res = session.mine(positive_ids=[api_bundle.ids[1]], k=4)
+    assert res.query.session_id == "night-1"
+    assert res.accept(res.ids[:2]) == 2 and res.reject(res.ids[2]) == 1  # one id, not its characters
+    mine = api.verdicts(session_id="night-1")
+    assert mine.ids == res.ids[:3] and {(v.query_id, v.session_id) for v in mine} == {(res.query_id, "night-1")}
+    assert api.verdicts(session_id="other") == []
+    with pytest.raises(edgemine.QueryError, match="not candidates of this result"):
+        res.accept([api_bundle.ids[1]])  # the example itself is no candidate
+    with pytest.raises(TypeError, match="strings"):
+        res.accept([1])  # type: ignore[list-item]
+    assert len(api.verdicts()) == 3  # nothing more stored
+
+
+@pytest.mark.parametrize("strategy", ["max", "probe"])
+def test_use_verdicts_through_the_client_equals_passing_ids_by_hand(api: edgemine.Client, api_bundle: ApiBundle,
+                                                                    strategy: str) -> None:
+    ids = api_bundle.ids
+    session = edgemine.Client(api.backend, session_id="refine")
+    first = session.mine(positive_ids=[ids[0]], k=8)
+    first.review(accept=first.ids[:2], reject=first.ids[2:5])
+    refined = session.mine(positive_ids=[ids[0]], k=10, strategy=strategy, use_verdicts=True)
+    by_hand = api.mine(positive_ids=[ids[0], *first.ids[:2]], negative_ids=first.ids[2:5], k=10, strategy=strategy)
+    assert refined.ids == by_hand.ids and len(refined) == 10
+    assert [c.score for c in refined] == pytest.approx([c.score for c in by_hand], abs=1e-6)
+    assert [c.nearest_example_id for c in refined] == [c.nearest_example_id for c in by_hand]
+    with pytest.raises(edgemine.QueryError, match="use_verdicts needs session_id"):
+        api.mine(positive_ids=[ids[0]], use_verdicts=True)  # this client has no session
+
+
+def test_verdicts_on_unknown_ids_raise_unknown_image_ids_and_store_nothing(api: edgemine.Client,
+                                                                          api_bundle: ApiBundle) -> None:
+    with pytest.raises(edgemine.UnknownImageIds) as unknown:
+        api.review(accept=[api_bundle.ids[0]], reject=["ghost-1", "ghost-2"])
+    assert sorted(unknown.value.ids) == ["ghost-1", "ghost-2"]
+    assert api.verdicts() == [] and api.health()["counts"]["rejected"] == 0
+
+
+def test_bad_verdict_calls_raise_query_error(api: edgemine.Client, api_bundle: ApiBundle) -> None:
+    first = api_bundle.ids[0]
+    assert api.review() == 0  # nothing given, nothing sent
+    with pytest.raises(edgemine.QueryError, match="both accept and reject"):
+        api.review(accept=[first], reject=[first])
+    with pytest.raises(edgemine.QueryError, match="reviewer"):
+        api.review(accept=[first], reviewer="x" * (MAX_SESSION_CHARS + 1))
+    with pytest.raises(edgemine.QueryError, match="unknown verdict 'maybe'"):
+        api.verdicts(verdict="maybe")
+    with pytest.raises(edgemine.QueryError, match="session_id"):
+        api.yield_report(session_id="")
+    assert api.verdicts() == []
+
+
+def test_yield_report_counts_per_query_strategy_and_session(api: edgemine.Client, api_bundle: ApiBundle) -> None:
+    session = edgemine.Client(api.backend, session_id="s1")
+    a = session.mine(positive_ids=[api_bundle.ids[0]], k=5)
+    a.review(accept=a.ids[:3], reject=a.ids[3:5])
+    b = api.mine(positive_ids=[api_bundle.ids[9]], k=4, strategy="mean")
+    b.review(accept=b.ids[:1], skip=b.ids[1:2])
+    report = api.yield_report()
+    assert isinstance(report, edgemine.YieldReport)
+    assert (report.overall.reviewed, report.overall.accepted, report.overall.skipped) == (6, 4, 1)
+    assert report.overall.ci_low is not None and report.overall.ci_low < 4 / 6 < (report.overall.ci_high or 0)
+    per_query = {q.query_id: (q.strategy, q.accepted, q.reviewed) for q in report.queries}
+    assert per_query == {a.query_id: ("max", 3, 5), b.query_id: ("mean", 1, 1)}
+    assert [(s.session_id, s.accepted, s.reviewed) for s in report.sessions] == [("s1", 3, 5)]
+    assert [(p.verdicts, p.accepted) for p in report.sessions[0].curve] == [(1, 1), (2, 2), (3, 3), (4, 3), (5, 3)]
+    only = api.yield_report(session_id="s1")
+    assert (only.overall.accepted, only.overall.reviewed) == (3, 5) and only.to_dict()["overall"]["accepted"] == 3
+    assert "Mining yield" in report._repr_html_() and "<svg" in report._repr_html_()

@@ -106,3 +106,22 @@ def test_health_browse_and_thumbnails_are_identical(both: Pair, api_bundle: ApiB
     assert local.images(**page) == remote.images(**page)
     image_id = api_bundle.ids[14]
     assert local.thumbnail(image_id, 20) == remote.thumbnail(image_id, 20)
+
+
+def test_verdicts_and_yield_reports_are_identical_on_both_backends(both: Pair, api_bundle: ApiBundle) -> None:
+    local, remote = both
+    a = local.mine(positive_ids=[api_bundle.ids[0]], k=6, session_id="s-local")
+    b = remote.mine(positive_ids=[api_bundle.ids[5]], k=5, strategy="rrf", session_id="s-remote",
+                    exclude_ids=a.ids)  # disjoint candidates: each image has one story
+    a.review(accept=a.ids[:2], reject=a.ids[2:5], reviewer="ana")
+    b.review(accept=b.ids[:1], reject=b.ids[1:3], skip=b.ids[3:4])
+    remote.review(accept=[a.ids[2]], query_id=a.query_id)  # a later verdict from the other backend wins
+    for kwargs in ({}, {"verdict": "reject"}, {"session_id": "s-local"}, {"query_id": b.query_id},
+                   {"latest_only": False}):
+        assert local.verdicts(**kwargs) == remote.verdicts(**kwargs)  # type: ignore[arg-type]
+    assert local.verdicts(verdict="reject").ids == [*a.ids[3:5], *b.ids[1:3]]
+    assert local.yield_report() == remote.yield_report()
+    assert local.yield_report(session_id="s-remote") == remote.yield_report(session_id="s-remote")
+    assert local.yield_report().overall.reviewed == 8
+    assert local.health()["counts"] == remote.health()["counts"]
+    assert local.health()["counts"]["rejected"] == 4
