@@ -125,3 +125,18 @@ def test_verdicts_and_yield_reports_are_identical_on_both_backends(both: Pair, a
     assert local.yield_report().overall.reviewed == 8
     assert local.health()["counts"] == remote.health()["counts"]
     assert local.health()["counts"]["rejected"] == 4
+
+
+def test_open_and_connect_take_a_session_that_queries_and_verdicts_carry(api_bundle: ApiBundle, server: str) -> None:
+    with edgemine.open(api_bundle.path, session_id="s-a") as local, \
+            edgemine.connect(server, retries=0, session_id="s-b") as remote:
+        a = local.mine(positive_ids=[api_bundle.ids[0]], k=3)
+        b = remote.mine(positive_ids=[api_bundle.ids[0]], k=3, exclude_ids=a.ids)
+        assert (a.query.session_id, b.query.session_id) == ("s-a", "s-b")
+        local.review(accept=a)  # a whole result: its query_id, the client's session
+        remote.review(reject=b.ids[:1])  # plain ids: no query, the client's session
+        assert [(v.query_id, v.session_id) for v in local.verdicts()] == \
+            [(a.query_id, "s-a")] * 3 + [(None, "s-b")]
+        assert [s.session_id for s in remote.yield_report().sessions] == ["s-a", "s-b"]
+        other = remote.mine(positive_ids=[api_bundle.ids[0]], k=3, session_id="s-c")
+        assert other.query.session_id == "s-c"  # a query's own session wins over the client's

@@ -13,6 +13,7 @@ import edgemine
 from edgemine.client import HttpBackend
 from edgemine.service.batches import BatchCreate, BatchItemIn
 from edgemine.service.query import MineQuery
+from edgemine.service.verdicts import VerdictIn, VerdictsRequest
 
 from .conftest import ApiBundle, free_port, live_server
 
@@ -87,6 +88,10 @@ def test_a_timed_out_batch_creation_is_not_sent_twice_but_a_mining_call_is() -> 
     with pytest.raises(edgemine.ServiceUnavailable):
         http.mine(MineQuery(positive_ids=["a"]))
     assert len(seen) == 1 + 3
+    verdicts = VerdictsRequest(verdicts=[VerdictIn(image_id="a", verdict="reject")])
+    with pytest.raises(edgemine.ServiceUnavailable, match="ReadTimeout"):
+        http.record_verdicts(verdicts)
+    assert len(seen) == 1 + 3 + 1  # a repeat would store the verdicts twice in the history
 
 
 @pytest.mark.parametrize(("status", "body", "error", "check"), [

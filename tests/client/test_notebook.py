@@ -74,3 +74,15 @@ def test_notebook_outputs_contain_the_rendered_grids(executed: tuple[Any, Path])
     assert len(health) == 1 and "<td>counts.unlabeled</td><td class=\"em-num\">48</td>" in health[0]
     assert batches[0].count('"em-state em-state-queued"') == 6
     assert batches[1].count('"em-state em-state-labeled"') == 6
+
+
+def test_notebook_reviews_candidates_and_shows_verdicts_and_the_yield(executed: tuple[Any, Path]) -> None:
+    nb, _ = executed
+    pages = [page for page in html_outputs(nb) if page.startswith('<div class="edgemine">')]
+    verdicts = [p for p in pages if re.search(r"<h4>\d+ verdicts</h4>", p)]
+    assert len(verdicts) == 1 and "<td>accept</td>" in verdicts[0] and "<td>reject</td>" in verdicts[0]
+    assert verdicts[0].count("<td>night-review-1</td>") == 6  # the six candidates reviewed in the session
+    yields = [p for p in pages if "<h4>Mining yield</h4>" in p]
+    assert len(yields) == 1 and "<svg" in yields[0] and "<h4>By session</h4>" in yields[0]
+    assert "3 accepted of 6 reviewed" in yields[0]
+    assert "<script" not in yields[0] and "http://" not in yields[0] and "https://" not in yields[0]
