@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import edgemine
-from edgemine.service.query import MineResult
+from edgemine.service.query import MineQuery, MineResult
 
 from .conftest import ApiBundle
 
@@ -140,3 +140,5 @@ def test_open_and_connect_take_a_session_that_queries_and_verdicts_carry(api_bun
         assert [s.session_id for s in remote.yield_report().sessions] == ["s-a", "s-b"]
         other = remote.mine(positive_ids=[api_bundle.ids[0]], k=3, session_id="s-c")
         assert other.query.session_id == "s-c"  # a query's own session wins over the client's
+        ready = local.mine_query(MineQuery(positive_ids=[api_bundle.ids[1]], k=2))
+        assert ready.query.session_id == "s-a"  # a ready MineQuery without a session gets the client's
