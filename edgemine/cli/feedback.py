@@ -14,8 +14,8 @@ from edgemine.service.labelstudio import (
     DEFAULT_REJECT,
     FORMATS,
     ChoiceMap,
-    import_labelstudio,
 )
+from edgemine.service.labelstudio_import import import_labelstudio
 
 verdicts_app = typer.Typer(help="Review verdicts: accept, reject or skip per image.", no_args_is_help=True)
 _FORMAT_NAMES = {"json": "JSON", "json-min": "JSON_MIN", "csv": "CSV"}

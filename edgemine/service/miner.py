@@ -24,7 +24,16 @@ from edgemine.search.searcher import Searcher
 from edgemine.service import limits
 from edgemine.service.diversity import select_diverse
 from edgemine.service.filters import filter_mask
-from edgemine.service.paging import Cursor, CursorError, decode_cursor, encode_cursor, query_digest, upload_digest
+from edgemine.service.paging import (
+    Cursor,
+    CursorError,
+    cursor_message,
+    decode_cursor,
+    encode_cursor,
+    query_digest,
+    rows_before,
+    upload_digest,
+)
 from edgemine.service.probe import SEARCH_BREADTH, Probe, ProbeError, background_rows, fit_probe
 from edgemine.service.query import Candidate, MineQuery, MineResult, Timings
 from edgemine.service.row_states import RowStates
@@ -170,7 +179,7 @@ class Miner:
         try:
             cursor = decode_cursor(query.cursor, digest) if query.cursor is not None else None
         except CursorError as exc:
-            raise QueryError(_cursor_message(exc, asked)) from exc
+            raise QueryError(cursor_message(exc, asked)) from exc
         skip = cursor.rank if cursor is not None else query.offset
         if skip + query.k > limits.MAX_DEPTH:
             raise QueryError(f"the cursor is at rank {skip}: rank + k is {skip + query.k}; at most "
@@ -223,7 +232,7 @@ class Miner:
             served = None
             if cursor is not None:
                 rows = np.arange(len(eligible)) if space is None else space
-                served = _before(scores.score, rows, cursor, snap.row_by_id.get(cursor.image_id, -1)
+                served = rows_before(scores.score, rows, cursor, snap.row_by_id.get(cursor.image_id, -1)
                                  if cursor.version != snap.version else cursor.row)
                 # Rows after the cursor are candidates only if they are eligible now.
                 scores.score[~served & ~eligible[rows]] = -np.inf
@@ -371,24 +380,6 @@ def _check_directions(query: MineQuery, positives: Examples, negatives: Examples
             mean_direction(negatives.vectors, "negative")
     except CancellingExamples as exc:
         raise QueryError(str(exc)) from exc
-
-
-def _cursor_message(exc: CursorError, asked: MineQuery) -> str:
-    """Explain a refused cursor; a use_verdicts query's examples change with every verdict."""
-    if asked.use_verdicts and str(exc).startswith("the cursor belongs to another query"):
-        # Its pages are ranked by the examples of the first page: new verdicts make a new ranking.
-        return ("the session's verdicts changed since the first page (with use_verdicts they are "
-                "examples too): mine again without a cursor, passing the ids already shown in exclude_ids")
-    return str(exc)
-
-
-def _before(score: np.ndarray, rows: np.ndarray, cursor: Cursor, cursor_row: int) -> np.ndarray:
-    """Flag positions at or before the cursor in (score desc, row asc) order."""
-    at = np.float32(cursor.score)
-    flags: np.ndarray = (score > at) | ((score == at) & (rows <= cursor_row))
-    flags &= np.isfinite(score)
-    flags |= rows == cursor_row  # its score may differ in the last bit when recomputed
-    return flags
 
 
 def _jsonable(value: Any) -> Any:

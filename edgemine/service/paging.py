@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from edgemine.service.query import MineQuery
 
 CURSOR_VERSION = 1
@@ -81,3 +83,21 @@ def decode_cursor(text: str, digest: str) -> Cursor:
     if rank < 1 or seq < 0 or not math.isfinite(score):
         raise CursorError("malformed cursor: pass next_cursor of the previous page unchanged")
     return Cursor(query, bundle_version, seq, rank, score, row, image_id)
+
+
+def cursor_message(exc: CursorError, asked: MineQuery) -> str:
+    """Explain a refused cursor; a use_verdicts query's examples change with every verdict."""
+    if asked.use_verdicts and str(exc).startswith("the cursor belongs to another query"):
+        # Its pages are ranked by the examples of the first page: new verdicts make a new ranking.
+        return ("the session's verdicts changed since the first page (with use_verdicts they are "
+                "examples too): mine again without a cursor, passing the ids already shown in exclude_ids")
+    return str(exc)
+
+
+def rows_before(score: np.ndarray, rows: np.ndarray, cursor: Cursor, cursor_row: int) -> np.ndarray:
+    """Flag positions at or before the cursor in (score desc, row asc) order."""
+    at = np.float32(cursor.score)
+    flags: np.ndarray = (score > at) | ((score == at) & (rows <= cursor_row))
+    flags &= np.isfinite(score)
+    flags |= rows == cursor_row  # its score may differ in the last bit when recomputed
+    return flags

@@ -17,7 +17,8 @@ from edgemine.bundle.feedback import list_verdicts
 from edgemine.bundle.layout import ModelInfo
 from edgemine.cli.main import app
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
-from edgemine.service.labelstudio import ChoiceMap, UnknownExportIds, import_labelstudio, parse_export
+from edgemine.service.labelstudio import ChoiceMap, UnknownExportIds, parse_export
+from edgemine.service.labelstudio_import import import_labelstudio
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "labelstudio-1.23.2"
 BATCH_EXPORT = FIXTURES / "edgemine-batch-export.json"
