@@ -173,6 +173,8 @@ def test_review_page_end_to_end(served: Any, browser: Any) -> None:
     page.click("#sel-accept")
     expect(page.locator("#grid .card.accepted")).to_have_count(len(expected) - 1)
     expect(page.locator("#counts")).to_contain_text(f"{len(expected) - 1} accepted")
+    # Every decision, bulk ones included, is stored as a verdict: the session's yield counts them all.
+    expect(page.locator("#yield .y-reviewed")).to_have_text(f"{len(expected)} reviewed")
     page.screenshot(path=str(ARTIFACTS / "review-page.png"))
 
     rejected = expected[0]["image_id"]
