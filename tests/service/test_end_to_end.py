@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,36 +37,36 @@ def child_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def server(tmp_path: Path, make_byo_bundle: Make) -> Iterator[tuple[str, Any]]:
-    built = make_byo_bundle(n=400, seed=17)
+@contextlib.contextmanager
+def serving(bundle: Path, tmp_path: Path, workers: int = 2, name: str = "server") -> Iterator[str]:
+    """Run a real `edgemine serve` on `bundle` until the block ends; yield its base URL."""
     port = free_port()
-    log = (tmp_path / "server.log").open("wb")
+    log_path = tmp_path / f"{name}.log"
+    log = log_path.open("wb")
     metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
+    metrics_dir.mkdir(exist_ok=True)
     env = child_env() | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(built.path), "--port", str(port),
-         "--workers", "2", "--log-level", "info"],
+        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
+         "--workers", str(workers), "--log-level", "info"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n"
-                                     f"{(tmp_path / 'server.log').read_text()[-3000:]}")
-            # Ready when both workers finished their lifespan (each logs it) and one answers.
-            started = (tmp_path / "server.log").read_text(errors="replace").count("Application startup complete")
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            # Ready when every worker finished its lifespan (each logs it) and one answers.
+            started = log_path.read_text(errors="replace").count("Application startup complete")
             try:
-                if started >= 2 and httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                if started >= workers and httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready in 60 s:\n{(tmp_path / 'server.log').read_text()[-3000:]}")
+                raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield base, built
+        yield base
     finally:
         proc.terminate()
         try:
@@ -74,6 +75,13 @@ def server(tmp_path: Path, make_byo_bundle: Make) -> Iterator[tuple[str, Any]]:
             os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path, make_byo_bundle: Make) -> Iterator[tuple[str, Any]]:
+    built = make_byo_bundle(n=400, seed=17)
+    with serving(built.path, tmp_path) as base:
+        yield base, built
 
 
 def mine(base: str, **query: Any) -> list[str]:
@@ -196,3 +204,19 @@ def test_cli_mine_subprocess(tmp_path: Path, make_byo_bundle: Make) -> None:
         [sys.executable, "-m", "edgemine.cli.main", "mine", "--bundle", str(tmp_path / "missing"), "-p", "x"],
         cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_verdicts_survive_a_real_server_restart(tmp_path: Path, make_byo_bundle: Make) -> None:
+    built = make_byo_bundle(n=120, seed=29)
+    query = {"positive_ids": ["im0010"], "k": 5, "session_id": "restart"}
+    with serving(built.path, tmp_path, workers=1, name="first") as base:
+        mined = httpx.post(f"{base}/v1/mine", json=query).json()
+        first = [c["image_id"] for c in mined["candidates"]]
+        verdicts = [{"image_id": first[0], "verdict": "reject", "query_id": mined["query_id"]}]
+        assert httpx.post(f"{base}/v1/verdicts", json={"verdicts": verdicts}).status_code == 200
+    with serving(built.path, tmp_path, workers=1, name="second") as base:
+        again = [c["image_id"] for c in httpx.post(f"{base}/v1/mine", json=query).json()["candidates"]]
+        assert first[0] not in again and again[:4] == first[1:]  # still rejected after the restart
+        listed = httpx.get(f"{base}/v1/verdicts", params={"query_id": mined["query_id"]}).json()["verdicts"]
+        assert [(v["image_id"], v["verdict"]) for v in listed] == [(first[0], "reject")]
+        assert httpx.get(f"{base}/v1/health").json()["counts"]["rejected"] == 1
