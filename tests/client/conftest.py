@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +16,7 @@ import pytest
 import edgemine
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
+from tests.support.live_server import serving
 
 BYO_MODEL = ModelChoice(ModelInfo(identity="byo:test", name="test", pretrained="external"), None)
 TIMES = ("day", "night", "dusk")
@@ -61,47 +56,11 @@ def api_bundle(tmp_path: Path, make_images: Callable[..., list[str]]) -> ApiBund
     return ApiBundle(tmp_path / "bundle", ids, vectors)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def live_server(bundle: Path, log_dir: Path, *args: str) -> Iterator[str]:
     """Run `edgemine serve` on `bundle` in a subprocess; yield its base URL; stop it afterwards."""
-    import httpx
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_")}
-    log_path = log_dir / f"server-{port}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-             "--log-level", "warning", *args],
-            cwd=log_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the session this fixture started
-                proc.wait(timeout=10)
+    with serving(bundle, log_dir, *args) as base:
+        yield base
 
 
 @pytest.fixture

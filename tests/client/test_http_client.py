@@ -14,8 +14,9 @@ from edgemine.client import HttpBackend
 from edgemine.service.batches import BatchCreate, BatchItemIn
 from edgemine.service.query import MineQuery
 from edgemine.service.verdicts import VerdictIn, VerdictsRequest
+from tests.support.live_server import free_port
 
-from .conftest import ApiBundle, free_port, live_server
+from .conftest import ApiBundle, live_server
 
 Handler = Callable[[httpx.Request], httpx.Response]
 MINED = {"query_id": "q-test", "candidates": [], "eligible": 0, "offset": 0, "next_offset": None, "next_cursor": None,

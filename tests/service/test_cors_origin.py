@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typer.testing import CliRunner
 from edgemine.cli.main import app
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
+from tests.support.live_server import serving
 
 LABEL_STUDIO = "http://localhost:8080"
 OTHER = "http://review.example:9000"
@@ -107,41 +104,8 @@ def test_serve_refuses_a_cors_origin_a_browser_never_sends(image_bundle: Any, or
     assert from_env.exit_code == 2 and f"CORS origin {origin!r}" in from_env.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_real_serve_with_cors_origin_sends_the_header_on_images(tmp_path: Path, image_bundle: Any) -> None:
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_")} | {"PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle",
-                                 str(image_bundle.path), "--port", str(port), "--cors-origin", LABEL_STUDIO],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                try:
-                    if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-            answer = httpx.get(f"{base}/v1/images/{image_bundle.ids[0]}", headers={"Origin": LABEL_STUDIO})
-            assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/")
-            assert answer.headers["access-control-allow-origin"] == LABEL_STUDIO
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
-                proc.wait(timeout=10)
+    with serving(image_bundle.path, tmp_path, "--cors-origin", LABEL_STUDIO) as base:
+        answer = httpx.get(f"{base}/v1/images/{image_bundle.ids[0]}", headers={"Origin": LABEL_STUDIO})
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/")
+        assert answer.headers["access-control-allow-origin"] == LABEL_STUDIO

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,66 +17,17 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from edgemine.service import MineQuery
 from edgemine.service.runtime import Runtime
+from tests.support.live_server import child_env, serving
 
 Make = Callable[..., Any]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@contextlib.contextmanager
-def serving(bundle: Path, tmp_path: Path, workers: int = 2, name: str = "server") -> Iterator[str]:
-    """Run a real `edgemine serve` on `bundle` until the block ends; yield its base URL."""
-    port = free_port()
-    log_path = tmp_path / f"{name}.log"
-    log = log_path.open("wb")
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir(exist_ok=True)
-    env = child_env() | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-         "--workers", str(workers), "--log-level", "info"],
-        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            # Ready when every worker finished its lifespan (each logs it) and one answers.
-            started = log_path.read_text(errors="replace").count("Application startup complete")
-            try:
-                if started >= workers and httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
-            proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
 def server(tmp_path: Path, make_byo_bundle: Make) -> Iterator[tuple[str, Any]]:
     built = make_byo_bundle(n=400, seed=17)
-    with serving(built.path, tmp_path) as base:
+    metrics_dir = tmp_path / "metrics"  # both workers write here: the tests see which one answered
+    metrics_dir.mkdir()
+    with serving(built.path, tmp_path, workers=2, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as base:
         yield base, built
 
 

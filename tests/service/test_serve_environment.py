@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,79 +14,37 @@ from typer.testing import CliRunner
 
 from edgemine.cli.main import app
 from edgemine.service.config import Settings
+from tests.support.live_server import serving
 
 Make = Callable[..., Any]
 PUBLIC = "https://mine.example.org/edge"
 ORIGINS = ("http://labeling.example", "http://review.example")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _env_without_edgemine() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEMINE_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"server not ready in 60 s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
 def test_serve_subprocess_reads_bundle_public_url_and_cors_origins_from_environment(
         tmp_path: Path, make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=60, seed=5)
-    port = _free_port()
     workdir = tmp_path / "elsewhere"  # no ./bundle here: the bundle must come from EDGEMINE_BUNDLE
     workdir.mkdir()
-    env = _env_without_edgemine() | {"EDGEMINE_BUNDLE": str(built.path), "EDGEMINE_PUBLIC_URL": PUBLIC,
-                                     "EDGEMINE_CORS_ORIGINS": ",".join(ORIGINS)}
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "edgemine.cli.main", "serve", "--port", str(port)],
-                                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(proc, base, log_path)
-            health = httpx.get(f"{base}/v1/health").json()
-            assert health["counts"]["images"] == 60 and health["model"] == "byo:test"
+    env = {"EDGEMINE_BUNDLE": str(built.path), "EDGEMINE_PUBLIC_URL": PUBLIC,
+           "EDGEMINE_CORS_ORIGINS": ",".join(ORIGINS)}
+    with serving(None, tmp_path, env=env, cwd=workdir) as base:
+        health = httpx.get(f"{base}/v1/health").json()
+        assert health["counts"]["images"] == 60 and health["model"] == "byo:test"
 
-            mined = httpx.post(f"{base}/v1/mine", json={"positive_ids": ["im0001"], "k": 3}).json()["candidates"]
-            batch = httpx.post(f"{base}/v1/batches", json={"name": "env", "items": mined})
-            assert batch.status_code == 201, batch.text
-            export = httpx.get(f"{base}/v1/batches/{batch.json()['batch_id']}/export", params={"format": "jsonl"})
-            assert export.status_code == 200, export.text
-            urls = [json.loads(line)["image_url"] for line in export.text.splitlines() if line.strip()]
-            assert urls == [f"{PUBLIC}/v1/images/{c['image_id']}" for c in mined]
+        mined = httpx.post(f"{base}/v1/mine", json={"positive_ids": ["im0001"], "k": 3}).json()["candidates"]
+        batch = httpx.post(f"{base}/v1/batches", json={"name": "env", "items": mined})
+        assert batch.status_code == 201, batch.text
+        export = httpx.get(f"{base}/v1/batches/{batch.json()['batch_id']}/export", params={"format": "jsonl"})
+        assert export.status_code == 200, export.text
+        urls = [json.loads(line)["image_url"] for line in export.text.splitlines() if line.strip()]
+        assert urls == [f"{PUBLIC}/v1/images/{c['image_id']}" for c in mined]
 
-            for origin in ORIGINS:
-                answer = httpx.get(f"{base}/v1/health", headers={"Origin": origin})
-                assert answer.headers.get("access-control-allow-origin") == origin
-            other = httpx.get(f"{base}/v1/health", headers={"Origin": "http://evil.example"})
-            assert "access-control-allow-origin" not in other.headers
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
-                proc.wait(timeout=10)
+        for origin in ORIGINS:
+            answer = httpx.get(f"{base}/v1/health", headers={"Origin": origin})
+            assert answer.headers.get("access-control-allow-origin") == origin
+        other = httpx.get(f"{base}/v1/health", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
 
 
 def _serve_without_uvicorn(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[Any, dict[str, str]]:

@@ -8,10 +8,8 @@ EDGEMINE_REQUIRE_BROWSER=1 (CI), where they fail instead.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.support.live_server import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -95,12 +95,6 @@ def build_bundle(root: Path, n: int = N_IMAGES, seed: int = 0) -> tuple[Path, li
     return bundle, ids
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Served:
     url: str
@@ -124,37 +118,10 @@ def served_with_key(tmp_path: Path) -> Iterator[Served]:
 def _serve(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Served]:
     _require_browser()
     bundle, ids = build_bundle(tmp_path)
-    port = _free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgemine.cli.main", "serve", "--bundle", str(bundle), "--port", str(port),
-         "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
-        env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"edgemine serve exited {proc.returncode}:\n{(tmp_path / 'serve.log').read_text()}")
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"edgemine serve did not answer in 60 s:\n{(tmp_path / 'serve.log').read_text()}")
-            time.sleep(0.1)
+    with serving(bundle, tmp_path, env=env, name="serve") as url:
         headers = {"Authorization": f"Bearer {env['EDGEMINE_API_KEY']}"} if env else {}
         with httpx.Client(base_url=url, trust_env=False, timeout=30, headers=headers) as api:
             yield Served(url, ids, api, (env or {}).get("EDGEMINE_API_KEY"))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture
