@@ -153,6 +153,39 @@ def feedback_tables(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS images_by_state ON images (state)")
 
 
+@migration
+def ground_truth_and_predictions(db: sqlite3.Connection) -> None:
+    """6: ground truth per image, predictions per model and image, models, COCO id mappings."""
+    # Records are stored as canonical JSON (edgemine.scenarios.store): evaluation always reads
+    # whole records, and one row per image keeps an import's replace-by-image a plain upsert.
+    # No foreign key to images: an image removed from the bundle keeps its history.
+    db.execute("""CREATE TABLE IF NOT EXISTS annotations (
+        image_id TEXT PRIMARY KEY,
+        task TEXT NOT NULL CHECK (task IN ('classification', 'detection')),
+        record TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL
+    )""")
+    db.execute("""CREATE TABLE IF NOT EXISTS models (
+        name TEXT PRIMARY KEY,
+        task TEXT NOT NULL CHECK (task IN ('classification', 'detection')),
+        imported_at TEXT NOT NULL,
+        source TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        images INTEGER NOT NULL
+    )""")
+    db.execute("""CREATE TABLE IF NOT EXISTS predictions (
+        model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+        image_id TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (model, image_id)
+    )""")
+    # COCO results files name images and categories by number: the mapping of the COCO
+    # instances file last imported as ground truth resolves them.
+    db.execute("CREATE TABLE IF NOT EXISTS coco_images (coco_id INTEGER PRIMARY KEY, image_id TEXT NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS coco_categories (category_id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+
+
 LATEST = len(MIGRATIONS)
 
 

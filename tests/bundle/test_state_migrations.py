@@ -266,3 +266,52 @@ def test_every_insert_names_its_columns() -> None:
 
 def test_utc_now_is_the_one_timestamp_format() -> None:
     assert UTC_TEXT.match(utc_now())
+
+
+def write_version_5_state(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Write a database as edgemine with 5 migrations left it (images, events, a verdict); return its rows."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("BEGIN IMMEDIATE")
+    for step in migrations.MIGRATIONS[:5]:
+        step(db)
+    db.execute("PRAGMA user_version = 5")
+    now = "2026-12-01T10:00:00Z"
+    db.executemany("INSERT INTO images (image_id, path, metadata, vec_id, state, batch_id, state_updated_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [("a", "/d/a.png", '{"t": 1}', 0, "rejected", None, now), ("b", "/d/b.png", "{}", 1, "labeled",
+                    None, now), ("c", None, "{}", 2, "unlabeled", None, None)])
+    db.executemany("INSERT INTO label_events (image_id, state, at) VALUES (?, ?, ?)",
+                   [("a", "rejected", now), ("b", "labeled", now)])
+    db.execute("INSERT INTO verdicts (image_id, verdict, at) VALUES ('a', 'reject', ?)", (now,))
+    db.execute("INSERT INTO notes (key, value) VALUES ('images_version', '3')")
+    db.execute("COMMIT")
+    db.close()
+    return {t: table_dump(path, t) for t in ("images", "label_events", "verdicts", "notes")}
+
+
+def test_migration_6_from_version_5_adds_ground_truth_prediction_and_model_tables(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    before = write_version_5_state(path)
+    assert user_version(path) == 5
+
+    db = StateDB(path)
+    assert user_version(path) == migrations.LATEST >= 6
+    assert {t: table_dump(path, t) for t in before} == before
+    with sqlite3.connect(path) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"annotations", "predictions", "models", "coco_images", "coco_categories"} <= tables
+    with db.write() as conn:
+        conn.execute("INSERT INTO models (name, task, imported_at, source, hash, images) "
+                     "VALUES ('v7', 'detection', 'now', 'p.jsonl', 'h', 1)")
+        conn.execute("INSERT INTO predictions (model, image_id, record) VALUES ('v7', 'a', '{}')")
+        conn.execute("INSERT INTO annotations (image_id, task, record, imported_at, source) "
+                     "VALUES ('a', 'detection', '{}', 'now', 'gt.jsonl')")
+    with pytest.raises(sqlite3.IntegrityError), db.write() as conn:  # a prediction needs its model
+        conn.execute("INSERT INTO predictions (model, image_id, record) VALUES ('v9', 'a', '{}')")
+    with pytest.raises(sqlite3.IntegrityError), db.write() as conn:
+        conn.execute("INSERT INTO annotations (image_id, task, record, imported_at, source) "
+                     "VALUES ('b', 'segmentation', '{}', 'now', 'gt.jsonl')")
+    with db.write() as conn:  # dropping a model drops its predictions
+        conn.execute("DELETE FROM models WHERE name = 'v7'")
+    assert table_dump(path, "predictions") == []
