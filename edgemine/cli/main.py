@@ -8,6 +8,7 @@ from edgemine.cli.demo import demo
 from edgemine.cli.feedback import verdicts_app
 from edgemine.cli.index import index, labels_app
 from edgemine.cli.serve import mine, serve
+from edgemine.cli.truth import annotations_app, models_app, predictions_app
 from edgemine.cli.yields import yield_
 
 app = typer.Typer(help="edgemine: mine unlabeled recorded images that look like your failures.",
@@ -15,6 +16,9 @@ app = typer.Typer(help="edgemine: mine unlabeled recorded images that look like 
 app.command()(index)
 app.add_typer(labels_app, name="labels")
 app.add_typer(verdicts_app, name="verdicts")
+app.add_typer(annotations_app, name="annotations")
+app.add_typer(predictions_app, name="predictions")
+app.add_typer(models_app, name="models")
 app.command()(serve)
 app.command()(mine)
 app.command()(demo)

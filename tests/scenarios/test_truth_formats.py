@@ -51,7 +51,8 @@ def test_jsonl_predictions_carry_scores(tmp_path: Path) -> None:
                                     {"image_id": "a", "detections": [det("car", [0, 0, 1, 1], 0.25)]},
                                     {"image_id": "b", "detections": [det("car", [0, 0, 1, 1], 1)]}))
     assert preds["a"].detections[0].score == 0.25 and preds["b"].detections[0].score == 1.0
-    cls = parse_predictions(jsonl(tmp_path / "c.jsonl", {"image_id": "a", "classification": {"label": "x", "score": 0}}))
+    cls = parse_predictions(jsonl(tmp_path / "c.jsonl",
+                                  {"image_id": "a", "classification": {"label": "x", "score": 0}}))
     assert cls["a"] == ImageRecord("a", "classification", label="x", score=0.0)
 
 
@@ -167,8 +168,8 @@ def test_coco_results_resolve_ids_through_the_instances_file(tmp_path: Path) -> 
     (tmp_path / "results.json").write_text(json.dumps(results))
     preds = parse_predictions(tmp_path / "results.json", coco_images=tmp_path / "instances.json")
     assert preds == {
-        "sub/b.png": ImageRecord("sub/b.png", "detection", detections=(Detection("car", (1.0, 1.0, 2.0, 2.0), 0.9),
-                                                                       Detection("pedestrian", (4.0, 4.0, 1.0, 1.0), 0.4))),
+        "sub/b.png": ImageRecord("sub/b.png", "detection", detections=(
+            Detection("car", (1.0, 1.0, 2.0, 2.0), 0.9), Detection("pedestrian", (4.0, 4.0, 1.0, 1.0), 0.4))),
         "c.png": ImageRecord("c.png", "detection", detections=(Detection("pedestrian", (0.0, 0.0, 3.0, 3.0), 0.1),)),
     }
     with pytest.raises(InputFileError, match="--coco-images"):
