@@ -73,8 +73,8 @@ def read_file(path: Path, kind: Kind, *,
     text = read_text(path)
     if not text.strip():
         raise InputFileError(path, "the file is empty: no records")
-    whole = _whole_json(text)
-    if isinstance(whole, dict) and ({"images", "annotations", "categories"} & whole.keys()):
+    whole = _whole_json(path, text)
+    if _is_coco(whole):
         if kind == "predictions":
             raise InputFileError(path, "COCO instances JSON holds ground truth; predictions in COCO "
                                  "format are a results list ([{image_id, category_id, bbox, score}, ...])")
@@ -103,17 +103,45 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def loads(text: str) -> Any:
-    """json.loads refusing NaN and Infinity (they are not JSON and compare false with everything)."""
-    return json.loads(text, parse_constant=_reject_constant)
+    """json.loads refusing NaN/Infinity (not JSON) and repeated keys (json would keep the last silently)."""
+    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
 
 
-def _whole_json(text: str) -> Any:
+def _whole_json(path: Path, text: str) -> Any:
     """The file parsed as one JSON document, or None when it is not one (JSONL has several lines)."""
     try:
         return loads(text)
-    except ValueError:
+    except json.JSONDecodeError as exc:
+        first = next(line for line in text.splitlines() if line.strip())
+        try:
+            json.loads(first)
+        except ValueError:
+            # Not JSONL either (its first line is no JSON value): a broken JSON document, e.g. a
+            # pretty-printed COCO file. The document's own error position is the useful one.
+            raise InputFileError(path, f"not valid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
         return None
+    except ValueError as exc:  # a repeated key or NaN
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None  # several JSON values: JSONL, whose lines report their own errors
+        if isinstance(doc, list) or _is_coco(doc):
+            raise InputFileError(path, f"not valid JSON: {exc}") from None
+        return None  # a one-line JSONL file: its line reports the error
+
+
+def _is_coco(doc: Any) -> bool:
+    return isinstance(doc, dict) and bool({"images", "annotations", "categories"} & doc.keys())
 
 
 def _parse_jsonl(path: Path, text: str, kind: Kind) -> ParsedFile:

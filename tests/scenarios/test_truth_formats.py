@@ -73,6 +73,8 @@ BAD_ANNOTATIONS = [
                  "must be a number", id="boolean-coordinate"),
     pytest.param(['{"image_id": "a", "detections": [{"label": "car", "box": [0, 0, NaN, 1]}]}'], 1, None,
                  "not valid JSON", id="nan"),
+    pytest.param(['{"image_id": "a", "image_id": "b", "detections": []}'], 1, None, "'image_id' appears twice",
+                 id="repeated-key"),
     pytest.param([{"detections": []}], 1, "image_id", "missing field", id="missing-image-id"),
     pytest.param([{"image_id": 7, "detections": []}], 1, "image_id", "non-empty string", id="numeric-image-id"),
     pytest.param([{"image_id": "a"}], 1, "classification", "needs one of", id="no-task"),
@@ -232,3 +234,15 @@ def test_coco_instances_are_not_predictions_and_results_are_not_ground_truth(tmp
     (tmp_path / "results.json").write_text("[]")
     with pytest.raises(InputFileError, match="COCO results"):
         parse_annotations(tmp_path / "results.json")
+
+
+def test_a_broken_pretty_printed_json_document_names_the_line_of_its_error(tmp_path: Path) -> None:
+    path = tmp_path / "instances.json"
+    text = json.dumps(coco_instances(), indent=2).replace('"bbox": [\n        4,', '"bbox": [\n        4,,', 1)
+    path.write_text(text)
+    with pytest.raises(InputFileError, match="not valid JSON") as info:
+        parse_annotations(path)
+    assert info.value.line == text[:text.index(",,")].count("\n") + 1
+    path.write_text(json.dumps(coco_instances(), indent=2).replace('"id": 12,', '"id": 12, "id": 13,'))
+    with pytest.raises(InputFileError, match="'id' appears twice"):
+        parse_annotations(path)
