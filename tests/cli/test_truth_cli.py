@@ -115,3 +115,24 @@ def test_coco_ground_truth_then_coco_results(tmp_path: Path, bundle: Path) -> No
                     "--coco-images", str(tmp_path / "instances.json"), "--bundle", str(bundle))
     assert result.exit_code == 0, result.output
     assert "1 images (detection, 1 objects)" in result.stdout
+
+
+def test_a_running_service_stops_mining_images_once_their_ground_truth_is_imported(
+        tmp_path: Path, bundle: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from edgemine.service.app import create_app
+    from edgemine.service.config import Settings
+
+    with TestClient(create_app(Settings(bundle=bundle))) as client:
+        def mined() -> list[str]:
+            response = client.post("/v1/mine", json={"positive_ids": [IDS[0]], "k": 5})
+            assert response.status_code == 200, response.text
+            return [c["image_id"] for c in response.json()["candidates"]]
+
+        first = mined()
+        gt = write_jsonl(tmp_path / "gt.jsonl",
+                         [{"image_id": i, "classification": {"label": "car"}} for i in first[:2]])
+        assert invoke("annotations", "import", str(gt), "--bundle", str(bundle)).exit_code == 0
+        after = mined()
+        assert not set(first[:2]) & set(after) and after[:3] == first[2:5]
