@@ -68,7 +68,7 @@ def _classes(metric: MetricSpec, truth: Records, ids: Sequence[str], task: Task)
     if metric.classes is not None:
         return list(metric.classes)
     if task == "classification":
-        return sorted({truth[i].label for i in ids if truth[i].label is not None})
+        return sorted({label for i in ids if (label := truth[i].label) is not None})
     return sorted({d.label for i in ids for d in truth[i].detections})
 
 
@@ -114,7 +114,8 @@ def per_image(metric: MetricSpec, truth: Records, preds: Records, ids: Sequence[
 
 def outcome_array(metric: MetricSpec, data: PerImage) -> np.ndarray:
     """Return the per-image outcome (True = right) of `metric` from per-image counts (see the module doc)."""
-    found, clean = data.fn == 0, data.fp == 0
+    found: np.ndarray = data.fn == 0
+    clean: np.ndarray = data.fp == 0
     if metric.name == "precision":
         return clean
     if metric.name == "recall" or (metric.name == "accuracy" and data.task == "classification"):
@@ -131,14 +132,15 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> Statistic:
     def statistic(weights: np.ndarray) -> np.ndarray:
         top, bottom = weights @ num, weights @ den
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), np.nan)
+            out: np.ndarray = np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), np.nan)
+        return out
     return statistic
 
 
 def statistic(metric: MetricSpec, data: PerImage) -> Statistic:
     """Return the metric as a function of a (resamples x images) weights matrix, for the bootstrap."""
     if metric.name == "ap50":
-        return lambda weights: det.ap50(data.ap, weights)
+        return lambda weights: det.ap50(data.ap, weights)  # type: ignore[no-any-return]
     if metric.name == "precision":
         return _ratio(data.tp, data.tp + data.fp)
     if metric.name == "f1":
@@ -191,8 +193,8 @@ def measure_data(metric: MetricSpec, data: PerImage, *, seed: int = 0, resamples
     if np.isnan(value):
         return Measurement(metric.name, None, None, None, n, "bootstrap", detail)
     interval = bootstrap_interval(stat, n, resamples=resamples, seed=seed)
-    low, high = interval if interval is not None else (None, None)
-    return Measurement(metric.name, value, low, high, n, "bootstrap", detail)
+    return Measurement(metric.name, value, interval[0] if interval else None, interval[1] if interval else None, n,
+                       "bootstrap", detail)
 
 
 def measure(metric: MetricSpec, truth: Records, preds: Records, ids: Sequence[str], *, seed: int = 0) -> Measurement:

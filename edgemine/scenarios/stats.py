@@ -27,7 +27,7 @@ DECISIVE_CAP = 10_000_000  # decisive_n beyond this is reported as None ("no rea
 def _z(conf: float) -> float:
     if not 0.0 < conf < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {conf}")
-    return NormalDist().inv_cdf(0.5 + conf / 2)
+    return float(NormalDist().inv_cdf(0.5 + conf / 2))
 
 
 def wilson(k: int, n: int, conf: float = 0.95) -> tuple[float, float]:
@@ -54,7 +54,7 @@ def mcnemar_one_sided(regressed: int, fixed: int) -> float:
     if n == 0:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(regressed, n + 1))
-    return min(1.0, tail / 2**n)
+    return min(1.0, tail / (1 << n))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
