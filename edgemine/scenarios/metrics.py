@@ -120,7 +120,8 @@ def outcome_array(metric: MetricSpec, data: PerImage) -> np.ndarray:
         return clean
     if metric.name == "recall" or (metric.name == "accuracy" and data.task == "classification"):
         return found
-    return found & clean
+    both: np.ndarray = found & clean
+    return both
 
 
 def outcomes(metric: MetricSpec, truth: Records, preds: Records, ids: Sequence[str]) -> np.ndarray:

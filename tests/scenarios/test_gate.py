@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +164,27 @@ def test_the_aggregate_is_both_models_on_every_labeled_image() -> None:
     report = _gate(_truth(ids), _preds(ids, set(ids[:10])), _preds(ids), [_scenario("s", ids[:30])])
     cand, base = report.aggregate
     assert (cand.metric, cand.n, cand.value, base.value) == ("accuracy", 50, pytest.approx(0.8), 1.0)
+
+
+def test_run_gate_reads_stored_truth_and_both_models(tmp_path: Path) -> None:
+    store = pytest.importorskip("edgemine.scenarios.store")  # part A (truth import), merged separately
+    from edgemine.bundle import StateDB
+    from edgemine.scenarios.gate import run_gate
+    from tests.support.byo_bundle import byo_bundle
+
+    ids = _ids(40)
+    bundle = byo_bundle(tmp_path, ids, ["night"] * 40)
+    files = {}
+    for name, wrong in (("truth", set()), ("v7", {ids[0]}), ("v8", set(ids[:12]))):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps({"image_id": i, "classification": {  # the last image is a car
+            "label": "car" if i in wrong or i == ids[-1] else "ped", **({} if name == "truth" else {"score": 0.9})}})
+            + "\n" for i in ids))
+    state = StateDB(bundle / "state.sqlite")
+    store.import_annotations(state, files["truth"])
+    for model in ("v7", "v8"):
+        store.import_predictions(state, files[model], model)
+    report = run_gate(state, "v8", "v7", [_scenario("night", ids)], seed=1)
+    assert report.status == "fail" and report.scenarios[0].discordant == (11, 0)
+    assert set(report.hashes) == {"ground_truth", "predictions:v8", "predictions:v7", "lock:night"}
+    assert report.hashes["ground_truth"] == store.truth_hash(state)
