@@ -2,7 +2,7 @@
 
 Everything resamples *images* (the unit that was sampled), never objects: the objects of one image
 are not independent. Bootstrap statistics are functions of a weights matrix `W` (resamples x images,
-each row the multiplicity of every image in one resample: a multinomial draw), so a metric such as
+each row the multiplicity of every image in one resample drawn with replacement), so a metric such as
 AP50 is recomputed on a resample without copying records. Every random draw comes from a seeded
 `numpy.random.Generator`, so the same seed gives the same figures.
 """
@@ -72,7 +72,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 def resample_weights(n: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Return a (resamples x n) matrix of image multiplicities: each row is one bootstrap resample."""
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
+    # n draws with replacement per row, counted per image (much faster than rng.multinomial for large n).
+    draws = rng.integers(0, n, size=(resamples, n)) + (np.arange(resamples) * n)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
+    return counts.astype(np.float64)
 
 
 def _replicates(statistics: Sequence[Statistic], n: int, resamples: int, seed: int) -> list[np.ndarray]:

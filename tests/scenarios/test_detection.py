@@ -148,3 +148,16 @@ def test_detection_outcomes_count_misses_and_false_positives_per_metric() -> Non
     assert (data.tp.sum(), data.fp.sum(), data.fn.sum()) == (2, 2, 2)
     recall = measure(metric, truth, preds, ids)
     assert recall.value == pytest.approx(0.5) and recall.n == 5 and recall.method == "bootstrap"
+
+
+def test_bootstrap_intervals_are_deterministic_for_a_seed() -> None:
+    truth, preds = _random_dataset(7, images=40)
+    ids = [f"im{i:03d}" for i in range(len(truth))]
+    truth_records = {ids[i]: ImageRecord(ids[i], "detection", detections=tuple(truth[i])) for i in range(len(ids))}
+    pred_records = {ids[i]: ImageRecord(ids[i], "detection", detections=tuple(preds[i])) for i in range(len(ids))}
+    for name in ("ap50", "f1", "recall"):
+        metric = MetricSpec(name=name)  # type: ignore[arg-type]
+        first = measure(metric, truth_records, pred_records, ids, seed=11)
+        assert first == measure(metric, truth_records, pred_records, ids, seed=11)
+        other = measure(metric, truth_records, pred_records, ids, seed=12)
+        assert other.value == first.value and (other.low, other.high) != (first.low, first.high)
