@@ -33,6 +33,7 @@ from edgemine.scenarios.stats import (
 )
 
 BOOTSTRAP_TESTED = frozenset({"ap50", "f1", "precision"})
+EPS = 1e-12  # float slack: a drop of exactly max_drop (0.99 - 0.97) is not "more than" max_drop
 
 
 def paired_test(metric: MetricSpec) -> str:
@@ -109,14 +110,14 @@ def _decide(scored: _Scored, p_adjusted: float, level: float, names: tuple[str, 
     cand, base, spec = g.candidate.value, g.baseline.value, g.gate
     assert cand is not None and base is not None and g.drop is not None and g.p_value is not None
     figures = f"{g.metric} {names[0]} {cand:.3f} vs {names[1]} {base:.3f} (n={g.candidate.n})"
-    if spec.floor is not None and cand < spec.floor:
+    if spec.floor is not None and cand < spec.floor - EPS:
         return replace(g, verdict="FAIL", p_adjusted=p_adjusted,
                        reason=f"{figures}: below the floor {spec.floor:.3f}")
-    if g.drop > spec.max_drop and p_adjusted < spec.alpha:
+    if g.drop > spec.max_drop + EPS and p_adjusted < spec.alpha:
         return replace(g, verdict="FAIL", p_adjusted=p_adjusted,
                        reason=f"{figures}: drop {g.drop:.3f} > max_drop {spec.max_drop:.3f}, significant "
                               f"({g.test}, Holm-adjusted p={p_adjusted:.4g} < alpha {spec.alpha:g})")
-    if g.drop > spec.max_drop:
+    if g.drop > spec.max_drop + EPS:
         n = g.candidate.n
         decisive = (decisive_n_bootstrap(g.drop, scored.std_error, n, level) if g.test == "paired-bootstrap"
                     else decisive_n_mcnemar(*g.discordant, n, level))

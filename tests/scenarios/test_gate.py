@@ -188,3 +188,10 @@ def test_run_gate_reads_stored_truth_and_both_models(tmp_path: Path) -> None:
     assert report.status == "fail" and report.scenarios[0].discordant == (11, 0)
     assert set(report.hashes) == {"ground_truth", "predictions:v8", "predictions:v7", "lock:night"}
     assert report.hashes["ground_truth"] == store.truth_hash(state)
+
+
+def test_a_drop_of_exactly_max_drop_passes() -> None:
+    ids = _ids(100)
+    base, cand = _preds(ids, {ids[0]}), _preds(ids, set(ids[:3]))  # 0.99 vs 0.97: drop 0.02 in floats
+    gate = _gate(_truth(ids), cand, base, [_scenario("s", ids, max_drop=0.02, floor=0.97)]).scenarios[0]
+    assert gate.verdict == "PASS", gate.reason
