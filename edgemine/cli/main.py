@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from edgemine.cli.demo import demo
+from edgemine.cli.evaluate import evaluate
 from edgemine.cli.feedback import verdicts_app
 from edgemine.cli.index import index, labels_app
 from edgemine.cli.serve import mine, serve
@@ -23,6 +24,7 @@ app.command()(serve)
 app.command()(mine)
 app.command()(demo)
 app.command("yield")(yield_)
+app.command()(evaluate)
 
 if __name__ == "__main__":
     app()

@@ -10,7 +10,21 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import BaseModel
+
 from edgemine.scenarios.spec import GateSpec, MetricSpec
+
+
+def _plain(value: Any) -> Any:
+    """Return `value` with pydantic models (GateSpec, MetricSpec) dumped and tuples as lists: JSON types only."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
 
 Verdict = Literal["PASS", "FAIL", "WARN", "INSUFFICIENT", "ERROR"]
 
@@ -61,7 +75,7 @@ class Evaluation:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON report (plain types only)."""
-        return dataclasses.asdict(self)
+        return _plain(dataclasses.asdict(self))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,6 @@ class GateReport:
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON report (plain types only)."""
-        out = dataclasses.asdict(self)
+        out: dict[str, Any] = _plain(dataclasses.asdict(self))
         out["status"] = self.status
         return out

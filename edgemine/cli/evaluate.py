@@ -1,0 +1,90 @@
+"""`edgemine evaluate`: one model's metric on all labeled images, each scenario and metadata slices."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgemine.bundle.errors import BundleError
+from edgemine.bundle.layout import BundlePaths
+from edgemine.bundle.state import StateDB
+from edgemine.cli.common import domain_errors
+from edgemine.scenarios import evaluate as evaluation
+from edgemine.scenarios.results import Evaluation, LockedScenario, Measurement, SliceRow
+
+COLUMNS = ("n", "metric", "value", "95% interval", "method", "members", "unlabeled")
+DEFAULT_SCENARIOS = Path("scenarios")
+
+
+def load_scenarios(folder: Path, state: StateDB) -> list[LockedScenario]:
+    """Return the folder's locked scenarios (LockError for a missing or stale lock)."""
+    from edgemine.scenarios.lock import load_locked  # part C; imported when scenarios are asked for
+
+    return load_locked(folder, state)
+
+
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model whose imported predictions are scored.")],
+    slice_by: Annotated[list[str] | None, typer.Option(
+        "--slice-by", help="Also slice all labeled images by this metadata column (repeatable).")] = None,
+    scenarios: Annotated[Path | None, typer.Option(
+        help="Scenarios folder (default ./scenarios, skipped when it does not exist).")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the evaluation as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals (same seed, same figures).")] = 0,
+    bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+) -> None:
+    """Print the model's metric with n and a 95% interval: all labeled images, each scenario, slices worst first."""
+    with domain_errors():
+        path = BundlePaths(bundle).state_db
+        if not path.is_file():
+            raise BundleError(f"{bundle} has no state.sqlite: is it a bundle directory?")
+        state = StateDB(path)
+        folder = scenarios if scenarios is not None else DEFAULT_SCENARIOS
+        if scenarios is not None and not folder.is_dir():
+            raise BundleError(f"scenarios folder {folder} does not exist")
+        locked = load_scenarios(folder, state) if folder.is_dir() else []
+        result = evaluation.evaluate(state, model, locked, slice_by=slice_by or (), seed=seed)
+        if json_path is not None:
+            _write_json(json_path, result)
+    typer.echo(format_evaluation(result))
+
+
+def _write_json(path: Path, result: Evaluation) -> None:
+    """Write the JSON report atomically (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _figures(m: Measurement) -> list[str]:
+    value = "-" if m.value is None else f"{m.value:.3f}"
+    interval = "-" if m.low is None or m.high is None else f"{m.low:.3f}-{m.high:.3f}"
+    return [str(m.n), m.metric, value, interval, m.method]
+
+
+def _table(title: str, rows: Sequence[SliceRow]) -> list[str]:
+    cells = [["", *COLUMNS], *([r.name, *_figures(r.measurement), str(r.members), str(r.unlabeled)] for r in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [f"{title}:"]
+    for row in cells:
+        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                      for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return lines
+
+
+def format_evaluation(result: Evaluation) -> str:
+    """Return the evaluation as plain-text tables: aggregate, scenarios, metadata slices (worst first)."""
+    lines = [f"model {result.model}"]
+    for kind, title in (("aggregate", "all labeled images"), ("scenario", "scenarios"),
+                        ("slice", "metadata slices, worst first")):
+        rows = [r for r in result.rows if r.kind == kind]
+        if rows:
+            lines += ["", *_table(title, rows)]
+    if not any(r.measurement.n for r in result.rows):
+        lines += ["", "nothing scored: import ground truth with `edgemine annotations import FILE`"]
+    return "\n".join(lines)
