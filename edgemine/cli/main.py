@@ -7,6 +7,7 @@ import typer
 from edgemine.cli.demo import demo
 from edgemine.cli.feedback import verdicts_app
 from edgemine.cli.index import index, labels_app
+from edgemine.cli.scenarios import scenario_app
 from edgemine.cli.serve import mine, serve
 from edgemine.cli.yields import yield_
 
@@ -19,6 +20,7 @@ app.command()(serve)
 app.command()(mine)
 app.command()(demo)
 app.command("yield")(yield_)
+app.add_typer(scenario_app, name="scenario")
 
 if __name__ == "__main__":
     app()

@@ -18,12 +18,13 @@ def synopsis_by_command() -> dict[str, str]:
     """The text of each command's entry in the first code block of the README's `## CLI` section."""
     section = README.read_text().split("\n## CLI\n", 1)[1]
     block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    groups = {name.split()[0] for name in cli_commands() if " " in name}  # `labels`, `scenario`, ...
     entries: dict[str, str] = {}
     current = ""
     for line in block.splitlines():
         if line.startswith("edgemine "):
             words = line.split()
-            current = " ".join(words[1:3]) if words[1] in ("labels", "verdicts") else words[1]
+            current = " ".join(words[1:3]) if words[1] in groups else words[1]
         if current:
             entries[current] = entries.get(current, "") + "\n" + line
     return entries
