@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,6 +15,7 @@ from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import load_current
 from edgemine.bundle.state import StateDB
 from edgemine.cli.common import domain_errors
+from edgemine.scenarios.errors import InputFileError
 from edgemine.scenarios.files import list_scenarios, load_scenario, save_scenario, scenario_path
 from edgemine.scenarios.lock import (
     LockDiff,
@@ -30,6 +31,9 @@ from edgemine.scenarios.lock import (
 )
 from edgemine.scenarios.spec import Scenario
 
+if TYPE_CHECKING:
+    from edgemine.service.runtime import EmbedderLoader
+
 scenario_app = typer.Typer(help="Scenarios: named slices with a metric and a gate, locked to their images.",
                            no_args_is_help=True)
 SHOWN = 20  # ids listed per joined/left/member list before "... and N more"
@@ -38,8 +42,11 @@ Bundle = Annotated[Path, typer.Option(help="Bundle directory.")]
 Folder = Annotated[Path, typer.Option("--scenarios", help="Scenarios folder (YAML files and their locks).")]
 
 
-def make_resolver(bundle: Path) -> Resolver:
-    """Return a Resolver mining the bundle like `edgemine mine` (same model loading; built on first use)."""
+def make_resolver(bundle: Path, loader: EmbedderLoader | None = None) -> Resolver:
+    """Return a Resolver mining the bundle like `edgemine mine` (same model loading; built on first use).
+
+    `loader` replaces the CLIP loader (tests pass a fake embedder); text prompts load the model.
+    """
     from edgemine.service.runtime import Runtime
     from edgemine.service.scenario_query import resolve_query
 
@@ -47,7 +54,7 @@ def make_resolver(bundle: Path) -> Resolver:
 
     def resolve(body: dict[str, Any]) -> list[str]:
         if not runtime:
-            runtime.append(Runtime(bundle))
+            runtime.append(Runtime(bundle) if loader is None else Runtime(bundle, loader=loader))
         return resolve_query(runtime[0].current().miner, body)
 
     return resolve
@@ -151,9 +158,13 @@ def list_(bundle: Bundle = Path("bundle"), scenarios: Folder = Path("scenarios")
     """List the scenarios: members, how many have ground truth, and whether the lock is fresh."""
     with domain_errors():
         state = _state(bundle)
-        rows = []
+        rows: list[tuple[str, int | None, int | None, str, str]] = []
         for path in list_scenarios(scenarios):
-            found = lock_state(path, state)
+            try:
+                found = lock_state(path, state)
+            except InputFileError as exc:  # one broken file must not hide the others
+                rows.append((path.stem, None, None, "invalid", str(exc)))
+                continue
             members = len(found.lock.ids) if found.lock else None
             labeled = len(truth_ids(state, found.lock.ids)) if found.lock else None
             rows.append((found.name, members, labeled, found.status, found.reason))

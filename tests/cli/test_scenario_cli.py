@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -14,6 +16,8 @@ from typer.testing import CliRunner
 from edgemine.bundle.snapshot import load_current
 from edgemine.bundle.state import StateDB
 from edgemine.cli.main import app
+from edgemine.cli.scenarios import make_resolver
+from edgemine.indexer import ModelChoice, run_index, scan_directory
 from edgemine.scenarios import lock as lock_module
 from edgemine.scenarios.files import load_scenario
 from edgemine.service.batches import get_batch, list_batches
@@ -156,3 +160,30 @@ def test_create_refuses_bad_queries_and_existing_names(tmp_path: Path) -> None:
     assert code == 2 and "already exists" in out
     assert run("create", "s", "--ids", "im002", "--force", *opts)[0] == 0
     assert load_scenario(tmp_path / "scen" / "s.yaml").members.ids == ["im002"]
+
+
+def test_list_shows_a_broken_file_as_invalid_beside_the_others(tmp_path: Path) -> None:
+    _, _, _, opts = setup(tmp_path)
+    assert run("create", "good", "--ids", "im001", *opts)[0] == 0
+    (tmp_path / "scen" / "broken.yaml").write_text("name: broken\nmembers: {ids: [a]}\nmetrc: {}\n")
+    code, out = run("list", *opts)
+    assert code == 0, out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "fresh" in rows["good"] and "invalid" in rows["broken"] and "line 3" in rows["broken"]
+
+
+def test_text_prompts_resolve_with_the_bundles_model(tmp_path: Path, image_tree: tuple[Path, list[str]],
+                                                     fake_model: ModelChoice, fake_embedder: Any) -> None:
+    root, _ = image_tree
+    bundle = tmp_path / "bundle"
+    run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False)
+    resolver = make_resolver(bundle, loader=lambda name, pretrained: fake_embedder)
+    text = "a pedestrian at night"
+    got = resolver({"texts": [text], "k": 5})
+    # Independent ranking: cosine of the stored vectors to the fake model's text vector.
+    version = (bundle / "CURRENT").read_text().strip()
+    vectors = np.load(bundle / "versions" / version / "embeddings.npy").astype(np.float64)
+    catalog = [str(x) for x in pq.read_table(bundle / "versions" / version / "catalog.parquet")
+               .column("image_id").to_pylist()]
+    sims = vectors @ fake_embedder.embed_texts([text])[0].astype(np.float64)
+    assert got == [catalog[i] for i in np.argsort(-sims)[:5]]
