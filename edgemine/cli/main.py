@@ -8,6 +8,7 @@ from edgemine.cli.demo import demo
 from edgemine.cli.evaluate import evaluate
 from edgemine.cli.feedback import verdicts_app
 from edgemine.cli.index import index, labels_app
+from edgemine.cli.scenarios import scenario_app
 from edgemine.cli.serve import mine, serve
 from edgemine.cli.truth import annotations_app, models_app, predictions_app
 from edgemine.cli.yields import yield_
@@ -25,6 +26,7 @@ app.command()(mine)
 app.command()(demo)
 app.command("yield")(yield_)
 app.command()(evaluate)
+app.add_typer(scenario_app, name="scenario")
 
 if __name__ == "__main__":
     app()
