@@ -13,7 +13,6 @@ miner, see edgemine/service/scenario_query.py), so this module never imports the
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from edgemine.scenarios.errors import LockError, ScenarioError
 from edgemine.scenarios.files import list_scenarios, load_scenario, scenario_path
 from edgemine.scenarios.results import LockedScenario
 from edgemine.scenarios.spec import Scenario
+from edgemine.scenarios.store import load_truth
 
 LOCK_SUFFIX = ".lock.json"
 LOCK_FORMAT = 1
@@ -256,13 +256,8 @@ def load_locked(folder: Path, state: StateDB, names: Sequence[str] | None = None
 
 
 def truth_ids(state: StateDB, ids: Iterable[str]) -> set[str]:
-    """Return which of `ids` have ground truth, via edgemine.scenarios.store.load_truth."""
-    # Imported by name at call time: store.py (ground truth storage) is built beside this module.
-    try:
-        store = importlib.import_module("edgemine.scenarios.store")
-    except ModuleNotFoundError as exc:
-        raise ScenarioError("ground truth storage (edgemine.scenarios.store) is not available") from exc
-    return set(store.load_truth(state, list(ids)))
+    """Return which of `ids` have ground truth."""
+    return set(load_truth(state, list(ids)))
 
 
 def label_gap(locked: LockedScenario, state: StateDB, has_truth: IdCheck | None = None) -> list[str]:
