@@ -15,6 +15,7 @@ from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.state import StateDB
 from edgemine.cli.common import domain_errors
 from edgemine.scenarios import evaluate as evaluation
+from edgemine.scenarios.lock import load_locked
 from edgemine.scenarios.results import Evaluation, LockedScenario, Measurement, SliceRow
 
 COLUMNS = ("n", "metric", "value", "95% interval", "method", "members", "unlabeled")
@@ -23,7 +24,6 @@ DEFAULT_SCENARIOS = Path("scenarios")
 
 def load_scenarios(folder: Path, state: StateDB) -> list[LockedScenario]:
     """Return the folder's locked scenarios (LockError for a missing or stale lock)."""
-    from edgemine.scenarios.lock import load_locked  # part C; imported when scenarios are asked for
 
     return load_locked(folder, state)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from edgemine.bundle.state import StateDB
+from edgemine.scenarios import store
 from edgemine.scenarios.errors import NotEvaluable
 from edgemine.scenarios.metrics import measure, scored_ids, task_of
 from edgemine.scenarios.records import Records
@@ -75,7 +76,6 @@ def evaluate(state: StateDB, model: str, scenarios: Sequence[LockedScenario], *,
              seed: int = 0, metric: MetricSpec | None = None) -> Evaluation:
     """Evaluate a model's stored predictions on the stored ground truth (aggregate, scenarios, metadata slices)."""
     # Imported here so the metrics core stays importable without the store (part A) in partial checkouts.
-    from edgemine.scenarios import store
 
     truth = store.load_truth(state)
     preds = store.load_predictions(state, model)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgemine.bundle.state import StateDB
+from edgemine.scenarios import store
 from edgemine.scenarios.errors import NotEvaluable
 from edgemine.scenarios.evaluate import default_metric
 from edgemine.scenarios.metrics import measure_data, outcome_array, per_image, scored_ids, statistic
@@ -165,7 +166,6 @@ def run_gate(state: StateDB, candidate: str, baseline: str, scenarios: Sequence[
              strict: bool = False, seed: int = 0) -> GateReport:
     """Gate the candidate's stored predictions against the baseline's on the locked scenarios."""
     # Imported here so the gate core stays importable without the store (part A) in partial checkouts.
-    from edgemine.scenarios import store
 
     truth = store.load_truth(state)
     cand = store.load_predictions(state, candidate)   # UnknownModel propagates: the CLI exits 2

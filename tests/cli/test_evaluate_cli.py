@@ -86,7 +86,8 @@ def test_evaluate_errors_are_one_clear_line(state_bundle: Path, tmp_path: Path) 
 
 
 def test_evaluate_end_to_end_on_imported_truth_and_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = pytest.importorskip("edgemine.scenarios.store")  # part A (truth import), merged separately
+    from edgemine.scenarios import store
+
     bundle = byo_bundle(tmp_path, IDS, ["night" if k < 20 else "day" for k in range(40)])
     truth = tmp_path / "truth.jsonl"
     truth.write_text("".join(json.dumps({"image_id": i, "detections": [{"label": "ped", "box": [5, 5, 10, 20]}]})

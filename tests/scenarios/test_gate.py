@@ -167,8 +167,8 @@ def test_the_aggregate_is_both_models_on_every_labeled_image() -> None:
 
 
 def test_run_gate_reads_stored_truth_and_both_models(tmp_path: Path) -> None:
-    store = pytest.importorskip("edgemine.scenarios.store")  # part A (truth import), merged separately
     from edgemine.bundle import StateDB
+    from edgemine.scenarios import store
     from edgemine.scenarios.gate import run_gate
     from tests.support.byo_bundle import byo_bundle
 
