@@ -6,6 +6,7 @@ import typer
 
 from edgemine.cli.demo import demo
 from edgemine.cli.feedback import verdicts_app
+from edgemine.cli.gate import gate
 from edgemine.cli.index import index, labels_app
 from edgemine.cli.serve import mine, serve
 from edgemine.cli.yields import yield_
@@ -19,6 +20,7 @@ app.command()(serve)
 app.command()(mine)
 app.command()(demo)
 app.command("yield")(yield_)
+app.command()(gate)
 
 if __name__ == "__main__":
     app()
