@@ -45,7 +45,7 @@ def _table(report: GateReport) -> str:
     body = []
     for row in rows:
         cells = [f'<td class="{escape(row[1])}">{escape(row[1])}</td>' if i == 1 else
-                 f'<td{" class=num" if i >= 2 else ""}>{escape(c)}</td>' for i, c in enumerate(row)]
+                 f'<td{" class=num" if 2 <= i < len(row) - 1 else ""}>{escape(c)}</td>' for i, c in enumerate(row)]
         cells[0] = f"<td>{escape(row[0])}</td>"
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

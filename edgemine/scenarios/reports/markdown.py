@@ -29,7 +29,7 @@ def _table(header: list[str], rows: list[list[str]], verdict_column: int | None 
         return _marker(text) if i == verdict_column else escape(text)
 
     lines = ["| " + " | ".join(escape(h) for h in header) + " |",
-             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
+             "|" + "|".join("---:" if 2 <= i < len(header) - 1 else "---" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(cell(i, c) for i, c in enumerate(row)) + " |" for row in rows]
     return lines
 
