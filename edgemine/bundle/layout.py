@@ -146,6 +146,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def real_path_inside(path: Path | str, roots: list[str]) -> str | None:
+    """Return the file's real path (symlinks resolved) if it lies under one of `roots`, else None."""
+    # The one containment check for every reader of image files (service, Python API, reports):
+    # a catalog path or a symlink pointing outside the declared image roots is never opened.
+    real = os.path.realpath(path)
+    for root in roots:
+        top = os.path.realpath(root)
+        if os.path.commonpath([real, top]) == top:
+            return real
+    return None
+
+
 def read_manifest(version_dir: Path) -> Manifest:
     """Read and validate a version's manifest.json."""
     path = version_dir / MANIFEST

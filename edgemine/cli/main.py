@@ -7,6 +7,7 @@ import typer
 from edgemine.cli.demo import demo
 from edgemine.cli.evaluate import evaluate
 from edgemine.cli.feedback import verdicts_app
+from edgemine.cli.gate import gate
 from edgemine.cli.index import index, labels_app
 from edgemine.cli.scenarios import scenario_app
 from edgemine.cli.serve import mine, serve
@@ -27,6 +28,7 @@ app.command()(demo)
 app.command("yield")(yield_)
 app.command()(evaluate)
 app.add_typer(scenario_app, name="scenario")
+app.command()(gate)
 
 if __name__ == "__main__":
     app()

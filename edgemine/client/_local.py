@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.feedback import VerdictName, YieldReport, yield_report
+from edgemine.bundle.layout import real_path_inside
 from edgemine.bundle.state import LABEL_STATES, LabelState, StateDB
 from edgemine.client.errors import BatchConflict, ImageUnavailable, QueryError, ServiceUnavailable
 from edgemine.models.base import ModelUnavailable
@@ -151,7 +152,7 @@ class LocalBackend:
         raw = snap.catalog.column("path")[row].as_py()
         if not raw:
             raise ImageUnavailable(f"image {image_id!r} has no file (precomputed embedding)")
-        real = _real_inside(Path(raw), snap.manifest.image_roots)
+        real = real_path_inside(Path(raw), snap.manifest.image_roots)
         if real is None:
             raise ImageUnavailable(f"image {image_id!r} is outside the bundle's image roots")
         if not os.path.isfile(real):
@@ -186,16 +187,6 @@ class LocalBackend:
 
     def close(self) -> None:
         """Nothing to release: SQLite readers close with their threads."""
-
-
-def _real_inside(path: Path, roots: list[str]) -> str | None:
-    """Return the file's real path (symlinks resolved) if it lies under one of `roots`, else None."""
-    real = os.path.realpath(path)
-    for root in roots:
-        top = os.path.realpath(root)
-        if os.path.commonpath([real, top]) == top:
-            return real
-    return None
 
 
 __all__ = ["LocalBackend"]

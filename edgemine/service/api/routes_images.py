@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from edgemine.bundle.errors import UnknownImageIds
+from edgemine.bundle.layout import real_path_inside
 from edgemine.bundle.state import LABEL_STATES
 from edgemine.models.images import NotAnImage, reencode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
@@ -46,15 +47,6 @@ def list_images(
                   contains, offset, limit, settings.public_url)
 
 
-def _real_inside(path: Path, roots: list[str]) -> str | None:
-    """Return the file's real path (symlinks resolved) if it lies under one of `roots`, else None."""
-    real = os.path.realpath(path)
-    for root in roots:
-        top = os.path.realpath(root)
-        if os.path.commonpath([real, top]) == top:
-            return real
-    return None
-
 
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 # A grid asks for dozens of thumbnails at once: decode a few at a time per worker, so that
@@ -75,7 +67,7 @@ def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
     raw = snap.catalog.column("path")[row].as_py()
     if not raw:
         raise HTTPException(404, detail=f"image {image_id!r} has no file (precomputed embedding)", headers=_NOSNIFF)
-    real = _real_inside(Path(raw), snap.manifest.image_roots)
+    real = real_path_inside(Path(raw), snap.manifest.image_roots)
     if real is None:
         raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots", headers=_NOSNIFF)
     if not os.path.isfile(real):
