@@ -120,17 +120,13 @@ def test_gate_with_no_scenarios_or_no_folder_exits_2(monkeypatch: pytest.MonkeyP
 
 def test_gate_passes_strict_and_seed_to_run_gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     seen: dict[str, Any] = {}
-    lock = types.ModuleType("edgemine.scenarios.lock")
-    lock.load_locked = lambda folder, state: ["locked"]  # type: ignore[attr-defined]
-    gate = types.ModuleType("edgemine.scenarios.gate")
 
     def run_gate(state: object, candidate: str, baseline: str, scenarios: list[str], **kw: Any) -> GateReport:
         seen.update(candidate=candidate, baseline=baseline, scenarios=scenarios, **kw)
         return gate_report([scenario("day", "PASS")])
 
-    gate.run_gate = run_gate  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "edgemine.scenarios.lock", lock)
-    monkeypatch.setitem(sys.modules, "edgemine.scenarios.gate", gate)
+    monkeypatch.setattr(gate_cli, "load_locked", lambda folder, state: ["locked"])
+    monkeypatch.setattr(gate_cli, "run_gate", run_gate)
     monkeypatch.setattr(gate_cli, "open_state", lambda bundle: object())
     (tmp_path / "scenarios").mkdir()
     result = CliRunner().invoke(app, ["gate", "--candidate", "v8", "--baseline", "v7", "--strict", "--seed", "7",
