@@ -1,4 +1,4 @@
-"""Procedural synthetic "recorded drive" dataset: camera frames plus a manifest.csv."""
+"""Procedural synthetic "recorded drive" dataset: camera frames, a manifest.csv and ground truth."""
 
 from __future__ import annotations
 
