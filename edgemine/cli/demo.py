@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from edgemine.bundle.layout import BundlePaths
+from edgemine.bundle.state import StateDB
 from edgemine.cli.common import domain_errors
 from edgemine.cli.index import model_choice, print_report
 from edgemine.indexer import ModelChoice, read_manifest_source, run_index
@@ -63,6 +65,37 @@ def require_free_port(host: str, port: int) -> None:
                      f"choose another one with --port {suggestion}")
 
 
+def import_demo_truth(bundle: Path, data_dir: Path) -> None:
+    """Import the demo's ground truth and its simulated v7 and v8 predictions into the bundle."""
+    from edgemine.demo.truth import MODELS, TRUTH_FILE, prediction_file
+    from edgemine.scenarios.store import import_annotations, import_predictions
+
+    state = StateDB(BundlePaths(bundle).state_db)
+    import_annotations(state, data_dir / TRUTH_FILE)
+    for m in MODELS:
+        import_predictions(state, data_dir / prediction_file(m.name), m.name)
+
+
+def scenario_steps(bundle: Path, data_dir: Path, imported: bool) -> str:
+    """The commands that take the demo from its ground truth to a failing scenario gate."""
+    from edgemine.demo.truth import MODELS, TRUTH_FILE, prediction_file
+
+    b = f"--bundle {shlex.quote(str(bundle))}"
+    where = f"--scenarios {shlex.quote(str(data_dir / 'scenarios'))} {b}"
+    lines = ["  scenario regression tests: ground truth and two simulated detectors, v7 and v8 (v8 is",
+             "  better overall but lost the night crossings v7 had been fixed on)"
+             + (" are imported:" if imported else ":")]
+    if not imported:  # importing marks every frame labeled: mine first (or use --ground-truth)
+        lines.append(f"    edgemine annotations import {shlex.quote(str(data_dir / TRUTH_FILE))} {b}")
+        lines += [f"    edgemine predictions import "
+                  f"{shlex.quote(str(data_dir / prediction_file(m.name)))} --model {m.name} {b}"
+                  for m in MODELS]
+    lines += [f"    edgemine scenario refresh {where}",
+              f"    edgemine evaluate --model v8 --slice-by time_of_day {where}",
+              f"    edgemine gate --candidate v8 --baseline v7 --markdown gate.md --html gate.html {where}"]
+    return "\n".join(lines) + "\n"
+
+
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where the demo data and bundle go.")] = Path("demo-data"),
     scenes: Annotated[int, typer.Option(min=10, max=5000, help="Frames to generate.")] = 300,
@@ -74,6 +107,10 @@ def demo(
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 1,
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the service at the end.")] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port for the service.")] = 8000,
+    ground_truth: Annotated[bool, typer.Option(
+        help="Also import the ground truth and the simulated v7/v8 predictions into the bundle. "
+             "This marks every frame labeled, so mining (which skips labeled frames) then finds "
+             "nothing: without it the demo prints the import commands to run after mining.")] = False,
 ) -> None:
     """Generate a synthetic recorded drive with rare edge cases, index it, and serve it."""
     from edgemine.demo.scenes import generate_demo_dataset
@@ -83,7 +120,8 @@ def demo(
         if serve_after:
             require_free_port(DEMO_HOST, port)  # now, not after minutes of generating and indexing
         manifest = data_dir / "manifest.csv"
-        if not manifest.is_file():
+        # a data folder from before the demo shipped ground truth is regenerated (same frames)
+        if not manifest.is_file() or not (data_dir / "ground_truth.jsonl").is_file():
             typer.echo(f"generating {scenes} synthetic frames in {data_dir} ...", err=True)
             generate_demo_dataset(data_dir, n_scenes=scenes)
         else:
@@ -92,6 +130,8 @@ def demo(
         typer.echo(f"indexing with {choice.info.identity} into {bundle} ...", err=True)
         report = run_index(read_manifest_source(manifest), bundle, choice,
                            batch_size=batch_size, workers=workers)
+        if ground_truth:
+            import_demo_truth(bundle, data_dir)
     print_report(report)
 
     source = read_manifest_source(manifest)
@@ -109,6 +149,7 @@ def demo(
         f"-d {shlex.quote(body)}\n"
         f"  review page (examples, candidates, queue a batch): http://127.0.0.1:{port}/\n"
         f"  API docs: http://127.0.0.1:{port}/docs\n"
+        + scenario_steps(bundle, data_dir, imported=ground_truth)
     )
     if serve_after:
         from edgemine.cli.serve import serve

@@ -1,16 +1,20 @@
-"""Procedural synthetic "recorded drive" dataset: camera frames plus a manifest.csv."""
+"""Procedural synthetic "recorded drive" dataset: camera frames, a manifest.csv and ground truth."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from edgemine.demo.objects import ObjectMap, Pen, SceneObject
+from edgemine.demo.scenario_files import demo_scenarios, write_scenarios
+from edgemine.demo.truth import MODELS, TRUTH_FILE, Frame, prediction_file, predictions_jsonl, truth_jsonl
 
 EDGE_CASES = ("pedestrian_crosswalk_night", "reflection_wet_road", "pedestrian_occluded")
 MANIFEST_COLUMNS = ("image_id", "path", "sequence_id", "frame", "timestamp", "time_of_day",
@@ -34,6 +38,9 @@ class DemoDataset:
     manifest_path: Path
     image_ids: list[str]
     edge_case_ids: list[str]
+    ground_truth_path: Path | None = None  # ground_truth.jsonl (detections, COCO boxes)
+    prediction_paths: dict[str, Path] = field(default_factory=dict)  # simulated model -> JSONL
+    scenarios_dir: Path | None = None  # scenario YAMLs for `edgemine scenario refresh`
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ def _plan(n_scenes: int, seed: int) -> list[_Seq]:
     return seqs
 
 
-def _person(d: Draw, x: float, y: float, h: float, coat: Color, step: float) -> None:
+def _person(d: Pen, x: float, y: float, h: float, coat: Color, step: float) -> None:
     """Blob-and-stick pedestrian with feet at (x, y)."""
     lw, s, hip, sh = max(1, round(h * 0.09)), 0.12 * h * step, y - 0.47 * h, y - 0.8 * h
     for sign in (1, -1):
@@ -102,7 +109,7 @@ def _person(d: Draw, x: float, y: float, h: float, coat: Color, step: float) -> 
     d.ellipse((x - 0.08 * h, y - h, x + 0.08 * h, y - 0.84 * h), fill=(225, 190, 160))
 
 
-def _car(d: Draw, x: float, y: float, w: float, col: Color, front: bool, glow: Draw | None) -> None:
+def _car(d: Pen, x: float, y: float, w: float, col: Color, front: bool, glow: Draw | None) -> None:
     """Car seen from behind (tail lights) or from the front (headlights), wheels at y."""
     for sx in (-1, 1):
         d.rectangle((x + sx * 0.44 * w - 0.09 * w, y - 0.16 * w, x + sx * 0.44 * w + 0.09 * w, y),
@@ -190,8 +197,9 @@ def _road(d: Draw, cam: _View, seq: _Seq, zc: float) -> None:
         d.polygon(cam.quad(zc, 0.4, -1.0 + j * 0.2, 0.11), fill=(238, 238, 235))
 
 
-def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Image:
-    """Draw one frame; layout comes from a per-sequence stream so consecutive frames match."""
+def _render(seed: int, seq: _Seq, frame: int,
+            size: tuple[int, int]) -> tuple[Image.Image, list[SceneObject]]:
+    """Draw one frame and say where its objects are; layout comes from a per-sequence stream."""
     W, H = size[0] * _SS, size[1] * _SS
     lay = np.random.default_rng([seed, seq.index, 7])
     noise = np.random.default_rng([seed, seq.index, frame, 11])
@@ -210,6 +218,7 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
     # three layers: albedo, a light mask (street lamps, headlights) and self-luminous glow
     d, mask, glow = ImageDraw.Draw(img), Image.new("L", (W, H)), Image.new("RGB", (W, H))
     md, gd = ImageDraw.Draw(mask), ImageDraw.Draw(glow)
+    objmap = ObjectMap((W, H))  # where each pedestrian and car ends up visible: the ground truth
     # own stream: the skyline loop's draw count varies with the pan and must not shift `lay`
     _skyline(d, gd, np.random.default_rng([seed, seq.index, 8]), cam, seq)
     # edge-case actors stand close to the camera at their first frame: they must dominate the
@@ -234,7 +243,7 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
     # people on the zebra only by day: at night that is exactly the edge case to mine
     if (seq.crosswalk and not night and lay.random() < 0.7) or edge == EDGE_CASES[0]:
         walk = -0.3 + 0.1 * (frame - edge_start) if edge else -0.8 + 0.07 * frame
-        objs.append((zc + 0.2, "person", walk, (240, 235, 120) if night else (160, 50, 50)))
+        objs.append((zc + 0.2, "crossing", walk, (240, 235, 120) if night else (160, 50, 50)))
     if EDGE_CASES[2] in seq.edges.values():
         objs.append((1.3 + v * edge_start, "car", 0.7, (150, 30, 30)))
         if edge:  # slightly farther than the parked car, so its lower half is hidden
@@ -243,29 +252,34 @@ def _render(seed: int, seq: _Seq, frame: int, size: tuple[int, int]) -> Image.Im
     for z0, kind, u, col in sorted(objs, key=lambda o: -cam.at(o[0], 0)[3]):
         x, y, hw, _ = cam.at(z0, u)
         if kind in ("car", "oncoming"):
-            _car(d, x, y, 0.42 * hw, col, kind == "oncoming", lights_on)
-        elif kind == "person":
-            _person(d, x, y, 0.5 * hw, col, 1.0 if frame % 4 < 2 else -1.0)
+            _car(objmap.pen(d, "car"), x, y, 0.42 * hw, col, kind == "oncoming", lights_on)
+        elif kind in ("person", "crossing"):
+            _person(objmap.pen(d, "pedestrian", on_zebra=kind == "crossing"), x, y, 0.5 * hw, col,
+                    1.0 if frame % 4 < 2 else -1.0)
             md.ellipse((x - 0.3 * hw, y - 0.6 * hw, x + 0.3 * hw, y + 0.1 * hw), fill=80)
         elif kind == "tree":
-            d.rectangle((x - 0.03 * hw, y - 0.5 * hw, x + 0.03 * hw, y), fill=(90, 65, 40))
-            d.ellipse((x - 0.22 * hw, y - 0.95 * hw, x + 0.22 * hw, y - 0.4 * hw), fill=col)
+            scenery = objmap.occluder(d)
+            scenery.rectangle((x - 0.03 * hw, y - 0.5 * hw, x + 0.03 * hw, y), fill=(90, 65, 40))
+            scenery.ellipse((x - 0.22 * hw, y - 0.95 * hw, x + 0.22 * hw, y - 0.4 * hw), fill=col)
         else:
             hx, hy = x - 0.3 * hw * (1 if u > 0 else -1), y - 1.1 * hw
             head = (hx - 0.06 * hw, hy - 0.02 * hw, hx + 0.06 * hw, hy + 0.04 * hw)
-            d.line([(x, y), (x, hy), (hx, hy)], fill=(70, 70, 75), width=max(1, round(0.03 * hw)))
-            d.ellipse(head, fill=(200, 200, 190))
+            scenery = objmap.occluder(d)
+            scenery.line([(x, y), (x, hy), (hx, hy)], fill=(70, 70, 75),
+                         width=max(1, round(0.03 * hw)))
+            scenery.ellipse(head, fill=(200, 200, 190))
             gd.ellipse(head, fill=(255, 220, 150))
             md.ellipse((hx - 0.6 * hw, y - 0.15 * hw, hx + 0.6 * hw, y + 0.15 * hw), fill=230)
     if edge == EDGE_CASES[1]:
-        _reflection(img, md, cam.at(1.7 + v * edge_start, float(lay.uniform(-0.15, 0.15))))
+        _reflection(img, md, cam.at(1.7 + v * edge_start, float(lay.uniform(-0.15, 0.15))), objmap)
     if seq.crosswalk and night:  # a lamp right over the zebra makes the night crossing readable
         x, y, hw, _ = cam.at(zc + 0.2, 0.0)
         md.ellipse((x - 1.1 * hw, y - 0.7 * hw, x + 1.1 * hw, y + 0.25 * hw), fill=255)
     # own headlights, so the road right ahead is never pitch black at night
     md.polygon([(W * 0.1, H), (vx - 0.1 * W, hz + 0.25 * (H - hz)),
                 (vx + 0.1 * W, hz + 0.25 * (H - hz)), (W * 0.9, H)], fill=150 if night else 60)
-    return _expose(img, mask, glow, seq, noise, hz / H, size)
+    objects = objmap.objects(_SS, size, mirror=seq.sensor == "rear_cam")
+    return _expose(img, mask, glow, seq, noise, hz / H, size), objects
 
 
 def _expose(img: Image.Image, mask: Image.Image, glow: Image.Image, seq: _Seq,
@@ -299,10 +313,12 @@ def _expose(img: Image.Image, mask: Image.Image, glow: Image.Image, seq: _Seq,
     return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if seq.sensor == "rear_cam" else img
 
 
-def _reflection(img: Image.Image, md: Draw, pos: tuple[float, float, float, float]) -> None:
+def _reflection(img: Image.Image, md: Draw, pos: tuple[float, float, float, float],
+                objmap: ObjectMap) -> None:
     """Stand a pedestrian at a puddle that mirrors them, and the street behind, upside-down."""
     x, y, hw, _ = pos
-    _person(ImageDraw.Draw(img), x, y, 0.62 * hw, (235, 230, 90), 0.5)
+    # the pedestrian is an object; the mirror image is not (a detector should not box it)
+    _person(objmap.pen(ImageDraw.Draw(img), "pedestrian"), x, y, 0.62 * hw, (235, 230, 90), 0.5)
     # mirror whatever is above the waterline, so cars behind the pedestrian show up too
     rx, depth = int(0.6 * hw), int(min(0.75 * hw, img.height - y))
     box = (int(x) - rx, int(y) - depth, int(x) + rx, int(y))
@@ -310,6 +326,7 @@ def _reflection(img: Image.Image, md: Draw, pos: tuple[float, float, float, floa
     puddle = Image.new("L", mirrored.size)
     ImageDraw.Draw(puddle).ellipse((0, -0.15 * depth, 2 * rx, depth), fill=215)
     img.paste(mirrored, (box[0], box[3]), puddle)
+    objmap.hide(puddle, (box[0], box[3]))  # the water hides whatever object was drawn there
     md.ellipse((x - 0.8 * hw, y - 0.9 * hw, x + 0.8 * hw, y + 0.8 * hw), fill=255)
 
 
@@ -322,22 +339,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def generate_demo_dataset(root: Path, n_scenes: int = 300, seed: int = 0,
                           image_size: tuple[int, int] = (160, 120)) -> DemoDataset:
-    """Write a synthetic recorded-drive dataset (images + manifest.csv) under root."""
+    """Write a synthetic drive (images, manifest.csv, ground truth, v7/v8 predictions, scenarios)."""
     if n_scenes < 1:
         raise ValueError("n_scenes must be >= 1")
     root = Path(root)
     images_dir = root / "images"
     rows: list[dict[str, str]] = []
+    frames: list[Frame] = []
     for seq in _plan(n_scenes, seed):
         (images_dir / seq.seq_id).mkdir(parents=True, exist_ok=True)
         n_labeled = max(1, round(0.1 * seq.n_frames))
         for frame in range(seq.n_frames):
             image_id = f"{seq.seq_id}/frame_{frame:04d}.jpg"
             buf = io.BytesIO()
-            _render(seed, seq, frame, image_size).save(buf, "JPEG", quality=90)
+            img, objects = _render(seed, seq, frame, image_size)
+            img.save(buf, "JPEG", quality=90)
             _write_atomic(images_dir / image_id, buf.getvalue())
             ts = seq.start + timedelta(milliseconds=100 * frame)
             edge = seq.edges.get(frame, "")
+            frames.append(Frame(image_id, image_size, seq.time_of_day, seq.weather, seq.crosswalk,
+                                edge, tuple(objects)))
             rows.append({
                 "image_id": image_id, "path": f"images/{image_id}", "sequence_id": seq.seq_id,
                 "frame": str(frame), "timestamp": ts.isoformat(timespec="milliseconds")
@@ -356,5 +377,15 @@ def generate_demo_dataset(root: Path, n_scenes: int = 300, seed: int = 0,
     writer.writerows(rows)
     manifest = root / "manifest.csv"
     _write_atomic(manifest, text.getvalue().encode())
+    truth = root / TRUTH_FILE
+    _write_atomic(truth, truth_jsonl(frames))
+    predictions = {m.name: root / prediction_file(m.name) for m in MODELS}
+    for m in MODELS:
+        _write_atomic(predictions[m.name], predictions_jsonl(m, frames, seed))
+    reflections = [f.image_id for f in frames if f.edge_case == EDGE_CASES[1]]
+    scenarios = root / "scenarios"
+    for old in scenarios.glob("*.yaml"):  # a scenario this scene count no longer has must go
+        old.unlink()
+    write_scenarios(scenarios, demo_scenarios(frames, reflections))
     return DemoDataset(root, images_dir, manifest, ids,
-                       [r["image_id"] for r in rows if r["edge_case"]])
+                       [r["image_id"] for r in rows if r["edge_case"]], truth, predictions, scenarios)
