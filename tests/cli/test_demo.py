@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import socket
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from edgemine.bundle.state import StateDB
 from edgemine.cli import demo as demo_cli
 from edgemine.cli.main import app
 from edgemine.indexer import ModelChoice
+from edgemine.scenarios import store
 
 
 @pytest.fixture
@@ -47,32 +47,19 @@ def test_demo_port_must_be_a_valid_port(tmp_path: Path) -> None:
     assert not (tmp_path / "demo").exists()
 
 
-@pytest.fixture
-def store_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Path, Path]]:
-    """Stand in for edgemine.scenarios.store (another part of the project): record the imports."""
-    calls: list[tuple[str, Path, Path]] = []
-    store = types.ModuleType("edgemine.scenarios.store")
-    setattr(store, "import_annotations",  # noqa: B010 - a stand-in module built at run time
-            lambda state, path: calls.append(("truth", Path(state.path), Path(path))))
-    setattr(store, "import_predictions",  # noqa: B010
-            lambda state, path, model: calls.append((model, Path(state.path), Path(path))))
-    monkeypatch.setitem(sys.modules, "edgemine.scenarios.store", store)
-    return calls
-
-
 def test_demo_with_ground_truth_imports_truth_and_both_models_and_prints_the_gate_commands(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice,
-        store_calls: list[tuple[str, Path, Path]]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice) -> None:
     monkeypatch.setattr(demo_cli, "_pick_model", lambda *a: fake_model)
     demo_dir = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--dir", str(demo_dir), "--no-serve", "--scenes", "40",
                                       "--ground-truth"])
     assert result.exit_code == 0, result.output
-    data, state = demo_dir / "data", demo_dir / "bundle" / "state.sqlite"
-    assert store_calls == [("truth", state, data / "ground_truth.jsonl"),
-                           ("v7", state, data / "predictions-v7.jsonl"),
-                           ("v8", state, data / "predictions-v8.jsonl")]
-    assert all(path.is_file() for _, _, path in store_calls)
+    data, state = demo_dir / "data", StateDB(demo_dir / "bundle" / "state.sqlite")
+    frames = sum(1 for _ in (data / "ground_truth.jsonl").open())
+    assert len(store.load_truth(state)) == frames > 0
+    assert [(m.name, m.images, m.source) for m in store.list_models(state)] == [
+        ("v7", frames, "predictions-v7.jsonl"), ("v8", frames, "predictions-v8.jsonl")]
+    assert state.state_counts().get("labeled") == frames
     where = f"--scenarios {data / 'scenarios'} --bundle {demo_dir / 'bundle'}"
     for command in (f"edgemine scenario refresh {where}",
                     f"edgemine evaluate --model v8 --slice-by time_of_day {where}",
@@ -84,16 +71,16 @@ def test_demo_with_ground_truth_imports_truth_and_both_models_and_prints_the_gat
 
 
 def test_demo_without_ground_truth_imports_nothing_and_prints_the_import_commands(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice,
-        store_calls: list[tuple[str, Path, Path]]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice) -> None:
     # importing ground truth marks every frame labeled, and mining skips labeled frames: by
     # default the demo leaves its frames unlabeled for mining and says how to import later
     monkeypatch.setattr(demo_cli, "_pick_model", lambda *a: fake_model)
     demo_dir = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--dir", str(demo_dir), "--no-serve", "--scenes", "20"])
     assert result.exit_code == 0, result.output
-    assert store_calls == []
     data, bundle = demo_dir / "data", demo_dir / "bundle"
+    state = StateDB(bundle / "state.sqlite")
+    assert store.load_truth(state) == {} and store.list_models(state) == []
     steps = result.stdout.split("scenario regression tests")[1].strip().splitlines()
     assert [line.strip() for line in steps if "import" in line] == [
         f"edgemine annotations import {data / 'ground_truth.jsonl'} --bundle {bundle}",
@@ -103,8 +90,7 @@ def test_demo_without_ground_truth_imports_nothing_and_prints_the_import_command
 
 
 def test_demo_regenerates_a_data_folder_made_before_it_shipped_ground_truth(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice,
-        store_calls: list[tuple[str, Path, Path]]) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_model: ModelChoice) -> None:
     monkeypatch.setattr(demo_cli, "_pick_model", lambda *a: fake_model)
     demo_dir = tmp_path / "demo"
     args = ["demo", "--dir", str(demo_dir), "--no-serve", "--scenes", "20"]
