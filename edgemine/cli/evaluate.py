@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.layout import BundlePaths
@@ -17,6 +18,7 @@ from edgemine.cli.common import domain_errors
 from edgemine.scenarios import evaluate as evaluation
 from edgemine.scenarios.lock import load_locked
 from edgemine.scenarios.results import Evaluation, LockedScenario, Measurement, SliceRow
+from edgemine.scenarios.spec import MetricSpec
 
 COLUMNS = ("n", "metric", "value", "95% interval", "method", "members", "unlabeled")
 DEFAULT_SCENARIOS = Path("scenarios")
@@ -36,6 +38,13 @@ def evaluate(
         help="Scenarios folder (default ./scenarios, skipped when it does not exist).")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the evaluation as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals (same seed, same figures).")] = 0,
+    metric: Annotated[str | None, typer.Option(
+        help="Metric of the aggregate and slice rows: accuracy|precision|recall|f1|ap50 (default: the "
+             "scenarios' metric when they share one, else accuracy or recall by task).")] = None,
+    classes: Annotated[str | None, typer.Option(help="With --metric: only these labels (comma-separated).")] = None,
+    iou: Annotated[float, typer.Option(help="With --metric: IoU of a detection match.")] = 0.5,
+    score_threshold: Annotated[float, typer.Option(
+        help="With --metric: predictions below this score are dropped.")] = 0.0,
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
 ) -> None:
     """Print the model's metric with n and a 95% interval: all labeled images, each scenario, slices worst first."""
@@ -48,7 +57,18 @@ def evaluate(
         if scenarios is not None and not folder.is_dir():
             raise BundleError(f"scenarios folder {folder} does not exist")
         locked = load_scenarios(folder, state) if folder.is_dir() else []
-        result = evaluation.evaluate(state, model, locked, slice_by=slice_by or (), seed=seed)
+        spec = None
+        if metric is not None:
+            try:
+                spec = MetricSpec.model_validate({
+                    "name": metric, "iou": iou, "min_score": score_threshold,
+                    "classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None})
+            except ValidationError as exc:
+                raise ValueError(f"--metric/--classes/--iou/--score-threshold: "
+                                 f"{exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})") from exc
+        elif classes is not None:
+            raise ValueError("--classes needs --metric")
+        result = evaluation.evaluate(state, model, locked, slice_by=slice_by or (), seed=seed, metric=spec)
         if json_path is not None:
             _write_json(json_path, result)
     typer.echo(format_evaluation(result))

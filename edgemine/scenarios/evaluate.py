@@ -24,6 +24,18 @@ def default_metric(truth: Records) -> MetricSpec:
     return MetricSpec(name="accuracy" if task == "classification" else "recall")
 
 
+def aggregate_metric(truth: Records, scenarios: Sequence[LockedScenario],
+                     metric: MetricSpec | None = None) -> MetricSpec:
+    """Return the metric of the aggregate and slice rows: `metric`, else the scenarios' metric when they
+    all share one (so the aggregate is comparable with each scenario), else `default_metric`."""
+    if metric is not None:
+        return metric
+    shared = [s.metric for s in scenarios]
+    if shared and all(m == shared[0] for m in shared):
+        return shared[0]
+    return default_metric(truth) if truth else MetricSpec()
+
+
 def _empty(metric: MetricSpec) -> Measurement:
     return Measurement(metric.name, None, None, None, 0, "wilson" if metric.name == "accuracy" else "bootstrap")
 
@@ -43,10 +55,10 @@ def evaluate_records(model: str, truth: Records, preds: Records, scenarios: Sequ
     tasks) raises NotEvaluable naming it.
     """
     labeled = sorted(truth)
-    aggregate_metric = metric or (default_metric(truth) if truth else MetricSpec())
+    common = aggregate_metric(truth, scenarios, metric)
     rows = [SliceRow("aggregate", AGGREGATE,
-                     measure(aggregate_metric, truth, preds, labeled, seed=seed) if labeled
-                     else _empty(aggregate_metric), len(labeled), 0)]
+                     measure(common, truth, preds, labeled, seed=seed) if labeled
+                     else _empty(common), len(labeled), 0)]
     for scenario in scenarios:
         try:
             measurement = measure(scenario.metric, truth, preds, scenario.member_ids, seed=seed)
@@ -65,8 +77,8 @@ def evaluate_records(model: str, truth: Records, preds: Records, scenarios: Sequ
         for value, group in groups.items():
             ids = sorted(group)
             scored = scored_ids(truth, ids)
-            measurement = measure(aggregate_metric, truth, preds, scored, seed=seed) if scored \
-                else _empty(aggregate_metric)
+            measurement = measure(common, truth, preds, scored, seed=seed) if scored \
+                else _empty(common)
             slices.append(SliceRow("slice", f"{column}={value}", measurement, len(ids), len(ids) - len(scored)))
     rows += sorted(slices, key=_worst_first)
     return Evaluation(model=model, rows=rows, hashes=dict(hashes or {}))

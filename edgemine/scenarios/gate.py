@@ -20,7 +20,7 @@ import numpy as np
 from edgemine.bundle.state import StateDB
 from edgemine.scenarios import store
 from edgemine.scenarios.errors import NotEvaluable
-from edgemine.scenarios.evaluate import default_metric
+from edgemine.scenarios.evaluate import aggregate_metric
 from edgemine.scenarios.metrics import measure_data, outcome_array, per_image, scored_ids, statistic
 from edgemine.scenarios.records import Records
 from edgemine.scenarios.results import Flip, GateReport, LockedScenario, Measurement, ScenarioGate
@@ -132,10 +132,11 @@ def _decide(scored: _Scored, p_adjusted: float, level: float, names: tuple[str, 
                    if g.drop > 0 else f"{figures}: no drop")
 
 
-def _aggregate(truth: Records, cand: Records, base: Records, seed: int) -> tuple[Measurement, Measurement]:
+def _aggregate(truth: Records, cand: Records, base: Records, scenarios: Sequence[LockedScenario],
+               seed: int) -> tuple[Measurement, Measurement]:
     ids = sorted(truth)
     try:
-        metric = default_metric(truth) if truth else MetricSpec()
+        metric = aggregate_metric(truth, scenarios)
         if not ids:
             return _blank(metric, 0), _blank(metric, 0)
         return (measure_data(metric, per_image(metric, truth, cand, ids), seed=seed),
@@ -158,7 +159,7 @@ def gate_records(candidate: str, baseline: str, truth: Records, candidate_preds:
                for j, k in enumerate(family)}
     gates = [decided.get(k, s.gate) for k, s in enumerate(scored)]
     return GateReport(candidate=candidate, baseline=baseline, strict=strict, scenarios=gates,
-                      aggregate=_aggregate(truth, candidate_preds, baseline_preds, seed),
+                      aggregate=_aggregate(truth, candidate_preds, baseline_preds, scenarios, seed),
                       hashes=dict(hashes or {}), seed=seed)
 
 

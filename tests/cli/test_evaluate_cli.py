@@ -109,3 +109,13 @@ def test_evaluate_end_to_end_on_imported_truth_and_predictions(tmp_path: Path, m
         ("all labeled", 0.75), ("time_of_day=night", 0.5), ("time_of_day=day", 1.0)]
     assert rows[0]["measurement"]["metric"] == "recall"
     assert set(json.loads(out.read_text())["hashes"]) == {"ground_truth", "predictions:v8"}
+
+
+def test_evaluate_metric_options_are_checked(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "state.sqlite").touch()
+    bad = CliRunner().invoke(app, ["evaluate", "--model", "v8", "--metric", "iou", "--bundle", str(bundle)])
+    assert bad.exit_code == 2 and "--metric" in bad.output
+    orphan = CliRunner().invoke(app, ["evaluate", "--model", "v8", "--classes", "ped", "--bundle", str(bundle)])
+    assert orphan.exit_code == 2 and "--classes needs --metric" in orphan.output

@@ -117,3 +117,19 @@ def test_evaluation_of_a_detection_bundle_uses_recall_for_the_aggregate() -> Non
     row = evaluate_records("v8", truth, preds, []).rows[0]
     assert (row.measurement.metric, row.measurement.value, row.measurement.method) == ("recall", 0.25, "bootstrap")
     assert evaluate_records("v8", {}, {}, []).rows[0].measurement.value is None
+
+
+def test_aggregate_uses_the_scenarios_shared_metric_else_the_default_or_the_given_one() -> None:
+    box = (0.0, 0.0, 10.0, 10.0)
+    truth = {i: ImageRecord(i, "detection", detections=(Detection("ped", box), Detection("car", box)))
+             for i in "ab"}
+    preds = {i: ImageRecord(i, "detection", detections=(Detection("car", box, 0.9),)) for i in "ab"}
+    peds = MetricSpec(name="recall", classes=["ped"])
+    shared = evaluate_records("v8", truth, preds, [_locked("s1", ["a"], peds), _locked("s2", ["b"], peds)])
+    assert [r.measurement.value for r in shared.rows if r.kind == "aggregate"] == [0.0]  # pedestrians only
+    mixed = evaluate_records("v8", truth, preds, [_locked("s1", ["a"], peds),
+                                                  _locked("s2", ["b"], MetricSpec(name="recall"))])
+    assert mixed.rows[0].measurement.value == 0.5  # the default: recall over every label
+    given = evaluate_records("v8", truth, preds, [_locked("s1", ["a"], peds)],
+                             metric=MetricSpec(name="recall", classes=["car"]))
+    assert given.rows[0].measurement.value == 1.0
