@@ -250,7 +250,8 @@ def serve(bundle: Path, workers: int, log_dir: Path, extra_args: list[str], root
     """Start `edgemine serve` over the bundle from the source tree `root` (tests/support/live_server.py)."""
     from tests.support.live_server import serving
 
-    return serving(bundle, log_dir, *extra_args, workers=workers, env={"PYTHONPATH": str(root)}, name=name)
+    return serving(bundle, log_dir, *extra_args, workers=workers, env={"PYTHONPATH": str(root)}, name=name,
+                   ready_timeout=600)
 
 
 def markdown(res: dict[str, Any]) -> str:
