@@ -52,6 +52,7 @@ from edgemine.indexer.sources import Source, SourceItem  # noqa: E402
 from edgemine.search.plan import parse_memory  # noqa: E402
 
 EXAMPLES = 10
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # recorded with the command
 LABELED = 0.5
 
 
@@ -281,7 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ids = load_current(bundle).image_ids
     res: dict[str, Any] = {"bundle": info, "workers": args.workers, "ks": args.ks, "cpus": os.cpu_count(),
                            "loadavg": os.getloadavg()[0], "machine": platform.machine(),
-                           "command": " ".join(["python", *sys.argv]), "in_process": {}, "runs": []}
+                           "command": " ".join([*(f"{v}={os.environ[v]}" for v in THREAD_VARIABLES if v in os.environ),
+                                                "python", *sys.argv]), "in_process": {}, "runs": []}
     per_k = {k: queries(ids, args.requests, k, seed=k) for k in args.ks}
     for k, bodies in per_k.items():
         res["in_process"][str(k)] = in_process(bundle, bodies)
