@@ -77,6 +77,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    worker_healthcheck_timeout: Annotated[int, typer.Option(
+        min=1, help="Seconds a worker may take to answer the supervisor's health check (with --workers > 1) "
+                    "before it is killed and restarted; loading a large bundle on a busy host takes more than "
+                    "uvicorn's default of 5.")] = 120,
     expected_model: Annotated[str | None, typer.Option(
         help="Refuse a bundle built with another model (default: $EDGEMINE_EXPECTED_MODEL).")] = None,
     public_url: Annotated[str | None, typer.Option(
@@ -130,7 +134,7 @@ def serve(
                f"{'  (API key required)' if api_key else ''}"
                f"{'  CORS origins: ' + ', '.join(settings.cors_origins) if settings.cors_origins else ''}", err=True)
     uvicorn.run("edgemine.service.app:create_app_from_env", factory=True, host=host, port=port,
-                workers=workers, log_level=log_level)
+                workers=workers, log_level=log_level, timeout_worker_healthcheck=worker_healthcheck_timeout)
 
 
 def _print_table(result: MineResult) -> None:

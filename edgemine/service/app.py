@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from edgemine import __version__
@@ -20,7 +20,7 @@ from edgemine.service.api import (
 )
 from edgemine.service.api.docs import install_offline_docs
 from edgemine.service.api.errors import install_error_handlers
-from edgemine.service.api.metrics import REQUESTS
+from edgemine.service.api.metrics import RequestCounter
 from edgemine.service.api.request_ids import install_request_ids
 from edgemine.service.api.security import install_security
 from edgemine.service.config import Settings
@@ -41,8 +41,10 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         import faiss
+        from threadpoolctl import threadpool_limits
 
         faiss.omp_set_num_threads(settings.faiss_threads)
+        threadpool_limits(settings.blas_threads, user_api="blas")  # process-wide, for this worker
         kwargs = {"loader": loader} if loader is not None else {}
         app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,
                                     public_url=settings.public_url, **kwargs)
@@ -60,12 +62,7 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["*"], allow_headers=["*"])
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        REQUESTS.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestCounter)
 
     install_error_handlers(app)
     install_request_ids(app)

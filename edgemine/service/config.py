@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         default=1, ge=1, le=256,
         description="OpenMP threads per FAISS search; requests already run in parallel across threads and "
                     "workers, and a query's few examples gain nothing from more (measured: only overhead).")
+    blas_threads: int = Field(
+        default=1, ge=1, le=256,
+        description="BLAS threads per numpy product (exact re-scoring, list assignment); as for FAISS, "
+                    "requests already run in parallel, and a multi-threaded BLAS spin-waits on a busy machine "
+                    "(measured: a 200k-vector query 2.7x slower with 2 threads than with 1 on a loaded 2-core host).")
     api_key: SecretStr | None = Field(
         default=None, description="When set, every /v1 call except /v1/health needs `Authorization: Bearer <key>`.")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

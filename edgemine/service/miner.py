@@ -113,19 +113,21 @@ class Miner:
         read-only: the id is still returned, and a warning logged). With use_verdicts, the
         session's accepted and rejected images join the positives and negatives.
         """
+        started = time.perf_counter()
         query_id = f"q-{uuid.uuid4().hex[:12]}"
         effective = self._with_verdicts(query, len(uploads)) if query.use_verdicts else query
         result = self._mine(effective, uploads, query_id, query)
         db = self._state_db()
-        if db is None:
-            return result
-        try:
-            # A mining answer must not wait long behind another writer (an indexing run's batch).
-            record_query(db, query_id, query.session_id, query.parent_query_id,
-                         self.snapshot.version, query.strategy, query.model_dump_json(by_alias=True),
-                         busy_timeout=RECORD_QUERY_WAIT)
-        except (StateReadOnly, StateBusy) as exc:
-            log.warning("query %s not stored: %s", query_id, exc)
+        if db is not None:
+            try:
+                # A mining answer must not wait long behind another writer (an indexing run's batch).
+                record_query(db, query_id, query.session_id, query.parent_query_id,
+                             self.snapshot.version, query.strategy, query.model_dump_json(by_alias=True),
+                             busy_timeout=RECORD_QUERY_WAIT)
+            except (StateReadOnly, StateBusy) as exc:
+                log.warning("query %s not stored: %s", query_id, exc)
+        # The whole call (verdicts read, query stored): what the service adds is the HTTP layer's cost.
+        result.timings.total_ms = round((time.perf_counter() - started) * 1e3, 3)
         return result
 
     def _state_db(self) -> StateDB | None:

@@ -145,7 +145,7 @@ class Timings(BaseModel):
 
     embed_ms: float = 0.0
     search_ms: float = 0.0
-    total_ms: float = 0.0
+    total_ms: float = 0.0  # the whole library call, storing the query included
 
 
 class MineResult(BaseModel):

@@ -114,15 +114,25 @@ class Runtime:
 
         return get
 
-    def current(self) -> Loaded:
-        """Return the newest published version, switching to it if CURRENT changed."""
+    def _due(self) -> tuple[Loaded, tuple[int, int] | None]:
+        """Return the served version and, when a switch is due, CURRENT's new stamp (else None)."""
         loaded = self._loaded
         try:
             stamp = self._stamp()
         except FileNotFoundError:
-            return loaded
+            return loaded, None
         retry = self._retry_at is not None and time.monotonic() >= self._retry_at
-        if stamp == loaded.stamp and not retry:
+        return loaded, (None if stamp == loaded.stamp and not retry else stamp)
+
+    def unchanged(self) -> Loaded | None:
+        """Return the served version if no switch is due (one stat, never loads); else None."""
+        loaded, stamp = self._due()
+        return loaded if stamp is None else None
+
+    def current(self) -> Loaded:
+        """Return the newest published version, switching to it if CURRENT changed."""
+        loaded, stamp = self._due()
+        if stamp is None:
             return loaded
         with self._lock:
             if self._loaded is not loaded:

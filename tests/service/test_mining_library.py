@@ -264,3 +264,26 @@ def test_query_errors(make_byo_bundle: Make) -> None:
         miner.mine(MineQuery(texts=["a cat"]))
     with pytest.raises(QueryError, match="group_by"):
         miner.mine(MineQuery(positive_ids=["im0001"], group_by="nope", max_per_group=1))
+
+
+def test_total_ms_covers_the_whole_call_including_storing_the_query(make_byo_bundle: Make,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fake clock: every reading is one second later. Storing the query reads it 10 times, so a
+    # total that covers the store is at least 10 s; timings are never compared with real time.
+    from edgemine.service import miner as miner_module
+
+    built = make_byo_bundle(n=40)
+    miner = miner_for(built)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(miner_module.time, "perf_counter", lambda: float(next(ticks)))
+    stored: list[str] = []
+
+    def slow_record(*args: Any, **_: Any) -> None:
+        for _ in range(10):
+            miner_module.time.perf_counter()
+        stored.append(args[1])
+
+    monkeypatch.setattr(miner_module, "record_query", slow_record)
+    result = miner.mine(MineQuery(positive_ids=built.ids[:2], k=3))
+    assert stored == [result.query_id]
+    assert result.timings.total_ms >= 10_000 + result.timings.search_ms

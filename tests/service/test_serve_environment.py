@@ -121,3 +121,25 @@ def test_cors_origins_malformed_json_list_names_the_variable(monkeypatch: pytest
     monkeypatch.setenv("EDGEMINE_CORS_ORIGINS", '["http://a.example", ')
     with pytest.raises(ValueError, match="cors_origins"):
         Settings()
+
+
+@pytest.mark.parametrize(("args", "expected"), [((), 120), (("--worker-healthcheck-timeout", "30"), 30)])
+def test_serve_gives_workers_time_to_load_a_large_bundle(tmp_path: Path, make_byo_bundle: Make,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         args: tuple[str, ...], expected: int) -> None:
+    # uvicorn's default (5 s) kills and restarts workers still loading a 1M-vector bundle on a busy host.
+    import uvicorn
+
+    built = make_byo_bundle(n=20)
+    monkeypatch.chdir(tmp_path)
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *_, **kwargs: given.update(kwargs))
+    saved = {k: v for k, v in os.environ.items() if k.startswith("EDGEMINE_")}
+    try:
+        result = CliRunner().invoke(app, ["serve", "--bundle", str(built.path), "--workers", "2", *args])
+    finally:
+        for name in [k for k in os.environ if k.startswith("EDGEMINE_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+    assert result.exit_code == 0, result.output
+    assert given["workers"] == 2 and given["timeout_worker_healthcheck"] == expected

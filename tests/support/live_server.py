@@ -31,7 +31,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 @contextmanager
 def serving(bundle: Path | None, log_dir: Path, *args: str, env: Mapping[str, str] | None = None,
-            workers: int = 1, cwd: Path | None = None, name: str = "server") -> Iterator[str]:
+            workers: int = 1, cwd: Path | None = None, name: str = "server",
+            ready_timeout: float = 60) -> Iterator[str]:
     """Run `edgemine serve [--bundle BUNDLE] --port P ARGS` until the block ends; yield its base URL.
 
     Ready when /v1/health answers 200 and, with several workers, every worker has finished its
@@ -49,7 +50,7 @@ def serving(bundle: Path | None, log_dir: Path, *args: str, env: Mapping[str, st
         proc = subprocess.Popen([*command, *args], cwd=cwd or log_dir, env=child_env(env), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + ready_timeout
             while True:
                 if proc.poll() is not None:
                     raise AssertionError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
@@ -61,7 +62,7 @@ def serving(bundle: Path | None, log_dir: Path, *args: str, env: Mapping[str, st
                 if ok and started >= workers:
                     break
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()[-3000:]}")
+                    raise AssertionError(f"server not ready in {ready_timeout:g} s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.1)
             yield base
         finally:

@@ -12,10 +12,42 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("edgemine_http_requests_total", "HTTP requests", ["method", "route", "status"])
 MINE_SECONDS = Histogram("edgemine_mine_seconds", "Mining latency (library call)", ["kind"],
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+
+
+class RequestCounter:
+    """Pure ASGI middleware counting requests by method, route template and status.
+
+    Pure ASGI rather than `@app.middleware("http")`: BaseHTTPMiddleware wraps every request in a
+    task group and memory streams, which cost more than some searches.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count it once its status is known (500 when the app raised)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            # The router stores the matched route in this same scope.
+            route = scope.get("route")
+            REQUESTS.labels(scope["method"], getattr(route, "path", "unmatched"), str(status)).inc()
 
 
 def render() -> tuple[bytes, str]:
