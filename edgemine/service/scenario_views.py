@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgemine.bundle.errors import UnknownImageIds
+from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.bundle.state import StateDB
 from edgemine.scenarios import store
 from edgemine.scenarios.errors import InputFileError, ScenarioError, UnknownScenario
@@ -45,6 +45,10 @@ _SLOTS = threading.BoundedSemaphore(limits.EVALUATION_SLOTS)
 
 class ScenarioExists(ScenarioError):
     """A scenario of that name already exists (and the request did not ask to overwrite it)."""
+
+
+class ScenariosNotWritable(BundleError):
+    """The scenarios folder cannot be written (the service answers 503, as for a read-only state database)."""
 
 
 class ScenarioSummary(BaseModel):
@@ -288,9 +292,13 @@ def create(folder: Path, request: ScenarioCreate, state: StateDB, bundle_version
         raise
     except ValueError as exc:  # the query does not validate (scenario_query names the field)
         raise QueryError(str(exc)) from exc
-    path = save_scenario(folder, scenario, overwrite=request.overwrite)
     lock = make_lock(scenario, ids, bundle_version)
-    write_lock(path, lock)
+    try:
+        path = save_scenario(folder, scenario, overwrite=request.overwrite)
+        write_lock(path, lock)
+    except OSError as exc:
+        raise ScenariosNotWritable(f"cannot write scenario {request.name!r} to the scenarios folder {folder}: "
+                                   f"{exc.strerror or exc}") from exc
     return ScenarioCreated(name=scenario.name, file=path.name, members=len(lock.ids), lock_info=_lock_info(lock))
 
 

@@ -56,6 +56,16 @@ def test_scenarios_list_is_empty_without_a_scenarios_folder(image_bundle: Any, o
     assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
 
 
+def test_an_unwritable_scenarios_folder_is_503_not_500(image_bundle: Any, open_client: Make, tmp_path: Path) -> None:
+    folder = tmp_path / "a-file"
+    folder.write_text("not a folder")
+    client = open_client(image_bundle.path, scenarios=folder, raise_server_exceptions=False)
+    assert client.get("/v1/scenarios").json() == []
+    answer = client.post("/v1/scenarios", json={"name": "s", "ids": [image_bundle.ids[0]]})
+    assert answer.status_code == 503 and "cannot write scenario 's'" in answer.json()["detail"]
+    assert folder.read_text() == "not a folder"
+
+
 def test_scenario_detail_pages_members_with_cursors(image_bundle: Any, data: ScenarioData, open_client: Make) -> None:
     client = open_client(image_bundle.path, scenarios=data.folder)
     seen: list[str] = []

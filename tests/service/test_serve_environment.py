@@ -121,3 +121,18 @@ def test_cors_origins_malformed_json_list_names_the_variable(monkeypatch: pytest
     monkeypatch.setenv("EDGEMINE_CORS_ORIGINS", '["http://a.example", ')
     with pytest.raises(ValueError, match="cors_origins"):
         Settings()
+
+
+def test_serve_scenarios_folder_option_and_environment(tmp_path: Path, make_byo_bundle: Make,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    built = make_byo_bundle(n=20)
+    monkeypatch.chdir(tmp_path)
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path))
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "scenarios")  # ./scenarios of the working directory
+    monkeypatch.setenv("EDGEMINE_SCENARIOS", str(tmp_path / "from-env"))
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path))
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "from-env")
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path), "--scenarios", "team/scen")
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "team" / "scen")  # resolved for the workers
