@@ -51,7 +51,7 @@ def add_scenario_data(bundle: Path, ids: Sequence[str], times_of_day: Sequence[s
     night = [i for i, t in zip(ids, times_of_day, strict=True) if t == "night"]
     day = [i for i in ids if i not in set(night)]
     # v7: right at night, wrong on most other images; v8: wrong at night, right elsewhere.
-    v7 = {i: truth[i] if i in set(night) or k % 3 == 0 else other[truth[i]] for k, i in enumerate(ids)}
+    v7 = {i: truth[i] if i in set(night) or k % 4 == 0 else other[truth[i]] for k, i in enumerate(ids)}
     v8 = {i: other[truth[i]] if i in set(night) else truth[i] for i in ids}
     import_annotations(state, _write(work / "truth.jsonl", truth))
     import_predictions(state, _write(work / "v7.jsonl", {i: f"{v}@0.9" for i, v in v7.items()}), "v7")
