@@ -130,7 +130,8 @@ export function createScenariosView({ notify, showError, mineLike }) {
     const f = figures();
     const r = state.result;
     el.status.replaceChildren(...(r ? [
-      r.gated ? h("span", { class: `badge status-${r.status}` }, `gate ${r.status}`) : null,
+      r.gated && r.scenarios.length ? h("span", { class: `badge status-${r.status}` }, `gate ${r.status}`) : null,
+      r.gated && !r.scenarios.length ? h("span", { class: "muted" }, "no scenario to gate (none with a fresh lock)") : null,
       ` model ${r.gated ? r.candidate : r.model}${r.gated ? ` vs baseline ${r.baseline}` : ""}`,
     ] : []));
     const rows = [row("", "all labeled images", null, f.get(""))];
