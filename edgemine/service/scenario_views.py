@@ -263,7 +263,7 @@ def detail(folder: Path, name: str, state: StateDB, bundle_version: str, resolve
     if with_diff:
         try:
             out.diff = _diff(refresh(path, state, bundle_version, resolver, write=False))
-        except (ScenarioError, ValueError) as exc:  # e.g. the query no longer validates: say why
+        except (ScenarioError, ValueError, UnknownImageIds) as exc:  # e.g. a bad query, a gone example: say why
             out.diff_error = str(exc)
     return out
 

@@ -126,6 +126,10 @@ def test_lock_diff_lists_what_a_refresh_would_change_without_writing(image_bundl
     path.write_text(path.read_text().replace("strategy: max", "strategy: fastest"))
     broken = client.get("/v1/scenarios/q").json()
     assert broken["diff"] is None and "strategy" in broken["diff_error"]
+    path.write_text(path.read_text().replace("strategy: fastest", "strategy: max").replace(image_bundle.ids[3],
+                                                                                          "gone.png"))
+    gone = client.get("/v1/scenarios/q")
+    assert gone.status_code == 200 and "gone.png" in gone.json()["diff_error"]
 
 
 def test_saving_a_bad_scenario_writes_nothing(image_bundle: Any, data: ScenarioData, open_client: Make) -> None:

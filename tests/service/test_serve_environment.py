@@ -127,6 +127,7 @@ def test_serve_scenarios_folder_option_and_environment(tmp_path: Path, make_byo_
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     built = make_byo_bundle(n=20)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEMINE_SCENARIOS", raising=False)  # an earlier in-process `serve` may have set it
     result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path))
     assert result.exit_code == 0, result.output
     assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "scenarios")  # ./scenarios of the working directory
