@@ -85,6 +85,9 @@ def serve(
         help="Refuse a bundle built with another model (default: $EDGEMINE_EXPECTED_MODEL).")] = None,
     public_url: Annotated[str | None, typer.Option(
         help="Absolute base URL for image links in exports (default: $EDGEMINE_PUBLIC_URL).")] = None,
+    scenarios: Annotated[Path | None, typer.Option(
+        "--scenarios", help="Scenarios folder for /v1/scenarios and /v1/evaluations "
+                            "(default: $EDGEMINE_SCENARIOS, else ./scenarios).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     api_key: Annotated[str | None, typer.Option(
         envvar="EDGEMINE_API_KEY", show_default=False,
@@ -110,7 +113,7 @@ def serve(
     with domain_errors():
         # Options given on the command line win; the others keep their EDGEMINE_* (or .env) value.
         given: dict[str, Any] = {"bundle": bundle, "expected_model": expected_model, "public_url": public_url,
-                                 "cors_origins": cors_origin or None}
+                                 "scenarios": scenarios, "cors_origins": cors_origin or None}
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
         check_origins(settings.cors_origins)
         bundle = settings.bundle
@@ -121,6 +124,7 @@ def serve(
     # Workers build their settings from the environment: hand them the resolved values.
     os.environ["EDGEMINE_BUNDLE"] = str(bundle.resolve())
     os.environ["EDGEMINE_PUBLIC_URL"] = settings.public_url
+    os.environ["EDGEMINE_SCENARIOS"] = str(settings.scenarios.resolve())
     if settings.expected_model:
         os.environ["EDGEMINE_EXPECTED_MODEL"] = settings.expected_model
     os.environ["EDGEMINE_ALLOWED_HOSTS"] = ",".join(_allowed_hosts(host, allowed_host or []))

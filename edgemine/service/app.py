@@ -16,6 +16,7 @@ from edgemine.service.api import (
     routes_images,
     routes_labels,
     routes_mine,
+    routes_scenarios,
     routes_ui,
 )
 from edgemine.service.api.docs import install_offline_docs
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
 
     install_error_handlers(app)
     install_request_ids(app)
-    for module in (routes_mine, routes_labels, routes_feedback, routes_images, routes_health, routes_ui):
+    for module in (routes_mine, routes_labels, routes_feedback, routes_images, routes_scenarios, routes_health,
+                   routes_ui):
         app.include_router(module.router)
     return app
 

@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     expected_model: str | None = Field(
         default=None, description="Refuse bundles whose model identity differs (e.g. ViT-B-32/laion2b_s34b_b79k).")
     public_url: str = Field(default="", description="Absolute base URL for image links in exports.")
+    scenarios: Path = Field(
+        default=Path("scenarios"),
+        description="Scenarios folder (YAML files and their locks) for /v1/scenarios and /v1/evaluations; "
+                    "relative to the working directory.")
     thumbnail_max: int = Field(default=1024, ge=16, le=4096)
     # NoDecode: pydantic-settings would parse the variable as JSON only; `a,b` is the usual spelling.
     cors_origins: Annotated[list[str], NoDecode] = Field(

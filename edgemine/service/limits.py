@@ -41,6 +41,19 @@ MAX_FILTERS = 64
 MAX_FILTER_VALUES = 10_000
 # Files in one POST /v1/mine/upload: each is decoded and embedded on the request.
 MAX_UPLOAD_FILES = 16
+# POST /v1/evaluations: scoring costs (scored images x bootstrap resamples) per row, and one row is
+# computed per scenario (twice with a baseline) and per metadata slice value. These bound the rows
+# of one request; the images are bounded by the bundle. At most EVALUATION_SLOTS evaluations of
+# one worker compute at once (the others wait), so evaluations cannot starve mining of threads.
+MAX_EVALUATION_SCENARIOS = 50
+MAX_SLICE_COLUMNS = 8
+MAX_SLICE_VALUES = 200
+EVALUATION_SLOTS = 2
+# Members per GET /v1/scenarios/{name} page, and images joined/left listed by its lock diff.
+MAX_MEMBERS_PAGE = 1000
+MAX_DIFF_IDS = 200
+# Characters of a scenario description.
+MAX_DESCRIPTION_CHARS = 1000
 # Memory budget of one similarity block (float32 cells): rows x examples are scored in blocks of
 # at most this many cells (64 MiB), so memory is O(rows x block), never O(rows x examples).
 SCORE_BLOCK_CELLS = 16 * 1024 * 1024

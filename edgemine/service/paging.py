@@ -101,3 +101,27 @@ def rows_before(score: np.ndarray, rows: np.ndarray, cursor: Cursor, cursor_row:
     flags &= np.isfinite(score)
     flags |= rows == cursor_row  # its score may differ in the last bit when recomputed
     return flags
+
+
+def encode_after(scope: str, last: str) -> str:
+    """Return an opaque cursor for a sorted list of strings: continue after `last` within `scope`.
+
+    `scope` names what is paged (e.g. a lock's content hash), so a cursor of another list is refused.
+    """
+    raw = json.dumps([CURSOR_VERSION, scope, last], separators=(",", ":")).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_after(text: str, scope: str) -> str:
+    """Return the last item a cursor of `encode_after` names; CursorError if malformed or of another list."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        version, got_scope, last = json.loads(raw.decode("utf-8", "surrogatepass"))
+        if not (isinstance(version, int) and isinstance(got_scope, str) and isinstance(last, str)):
+            raise ValueError("wrong field types")
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise CursorError("malformed cursor: pass next_cursor of the previous page unchanged") from exc
+    if version != CURSOR_VERSION or got_scope != scope:
+        raise CursorError("the cursor belongs to another list (e.g. the lock changed since): start again "
+                          "without a cursor")
+    return last

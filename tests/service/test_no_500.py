@@ -16,7 +16,14 @@ from fastapi import FastAPI, HTTPException
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from edgemine.service.api import routes_health, routes_images, routes_labels, routes_mine
+from edgemine.service.api import (
+    routes_feedback,
+    routes_health,
+    routes_images,
+    routes_labels,
+    routes_mine,
+    routes_scenarios,
+)
 from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.request_ids import install_request_ids
@@ -48,6 +55,15 @@ BODIES: list[tuple[str, str]] = [
     ("/v1/batches", '{"name": "b", "items": [{"image_id": "POS"}], "query": {LONE: 1}}'),
     ("/v1/labels", '{"image_ids": [LONE]}'),
     ("/v1/labels", '{"image_ids": ["POS"], "state": LONE}'),
+    ("/v1/scenarios", '{"name": LONE, "ids": ["POS"]}'),
+    ("/v1/scenarios", '{"name": "s", "ids": [LONE]}'),
+    ("/v1/scenarios", '{"name": "s", "ids": ["POS"], "description": LONE}'),
+    ("/v1/scenarios", '{"name": "s", "query": {"texts": [LONE]}}'),
+    ("/v1/scenarios", '{"name": "s", "ids": ["POS"], "metric": {"name": "accuracy", "classes": [LONE]}}'),
+    ("/v1/evaluations", '{"model": LONE}'),
+    ("/v1/evaluations", '{"model": "v8", "baseline": LONE}'),
+    ("/v1/evaluations", '{"model": "v8", "scenarios": [LONE]}'),
+    ("/v1/evaluations", '{"model": "v8", "slice_by": [LONE]}'),
 ]
 
 
@@ -113,7 +129,8 @@ def asgi_get(app: Any, path: str) -> tuple[int, dict[str, str], bytes]:
 
 def test_lone_surrogate_in_path_parameters_is_422(image_bundle: Any, open_client: Make) -> None:
     client = open_client(image_bundle.path, raise_server_exceptions=False)
-    for path in ("/v1/images/a\ud800.png", "/v1/batches/b-\udfff", "/v1/batches/b-\ud800/export"):
+    for path in ("/v1/images/a\ud800.png", "/v1/batches/b-\udfff", "/v1/batches/b-\ud800/export",
+                 "/v1/scenarios/s-\ud800"):
         status, headers, body = asgi_get(client.app, path)
         assert status == 422, (path, body)
         assert json.loads(body)["detail"][0]["loc"][0] == "path" and "x-request-id" in headers
@@ -288,7 +305,8 @@ def test_safe_json_makes_anything_encodable() -> None:
 
 
 def test_every_api_route_is_guarded() -> None:
-    routes = [r for m in (routes_mine, routes_labels, routes_images, routes_health) for r in m.router.routes]
+    modules = (routes_mine, routes_labels, routes_images, routes_health, routes_feedback, routes_scenarios)
+    routes = [r for m in modules for r in m.router.routes]
     api_routes = [r for r in routes if isinstance(r, APIRoute)]
     assert len(api_routes) >= 10
     assert all(isinstance(r, GuardedRoute) for r in api_routes), [r.path for r in api_routes

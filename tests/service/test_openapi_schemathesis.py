@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +27,10 @@ from schemathesis.specs.openapi.checks import (
 
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
+from tests.support.scenario_data import add_scenario_data
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-# Per operation and generation mode; 14 operations x (16 + 8) keeps the whole run to ~330 cases.
+# Per operation and generation mode; 19 operations x (16 + 8) keeps the whole run to ~450 cases.
 EXAMPLES = {GenerationMode.POSITIVE: 16, GenerationMode.NEGATIVE: 8}
 VALID_FILTERS: list[dict[str, Any]] = [{}, {"time_of_day": "night"}, {"frame": {"gte": 3, "lt": 20}},
                                        {"sequence_id": ["seq0", "seq1"]}, {"time_of_day": {"not_in": ["day"]}}]
@@ -39,6 +41,8 @@ class RealIds:
 
     def __init__(self, bundle: Any, batches: list[str], doomed: list[str]) -> None:
         self.ids: list[str] = bundle.ids
+        self.scenarios = ["night", "day"]  # tests/support/scenario_data.py
+        self.models = ["v7", "v8"]
         self.png = (bundle.image_root / bundle.ids[0]).read_bytes()
         self.batches = batches  # read by GET/export
         self.doomed = doomed  # given to DELETE, so the others stay readable
@@ -51,6 +55,8 @@ class RealIds:
         params = case.path_parameters or {}
         if "image_id" in params:
             params["image_id"] = rnd.choice(self.ids)
+        if "name" in params:
+            params["name"] = rnd.choice(self.scenarios)
         if "batch_id" in params:
             params["batch_id"] = rnd.choice(self.doomed if case.method.upper() == "DELETE" else self.batches)
         if path == "/v1/images" and isinstance(case.query, dict):
@@ -75,18 +81,35 @@ class RealIds:
             body["items"] = [{"image_id": i, "score": rnd.random()} for i in some]
         elif path == "/v1/labels":
             body["image_ids"] = some
+        elif path == "/v1/scenarios":
+            body["ids"] = some
+            body["query"] = rnd.choice([None, {"positive_ids": some, "k": rnd.randint(1, 20)}])
+        elif path == "/v1/evaluations":
+            body["model"] = rnd.choice(self.models)
+            if "baseline" in body:
+                body["baseline"] = rnd.choice(self.models)
+            if body.get("scenarios") is not None:
+                body["scenarios"] = rnd.sample(self.scenarios, rnd.randint(1, 2))
+            if body.get("slice_by"):
+                body["slice_by"] = ["time_of_day"]
         elif path == "/v1/verdicts" and isinstance(body.get("verdicts"), list):
             body["verdicts"] = [{"image_id": i, "verdict": rnd.choice(["accept", "reject", "skip"])} for i in some]
 
 
 @pytest.fixture
-def served(image_bundle: Any, open_client: Callable[..., Any], fake_embedder: Any) -> Iterator[tuple[Any, RealIds]]:
-    """The app under test (its lifespan run by schemathesis) and real ids, with a few batches."""
+def served(image_bundle: Any, open_client: Callable[..., Any], fake_embedder: Any,
+           tmp_path: Path) -> Iterator[tuple[Any, RealIds]]:
+    """The app under test (its lifespan run by schemathesis) and real ids, with a few batches, ground truth,
+    two models' predictions and two locked scenarios."""
+    folder = tmp_path / "scenarios"
+    add_scenario_data(image_bundle.path, image_bundle.ids[:20], image_bundle.meta["time_of_day"][:20], folder,
+                      tmp_path)
     seed = open_client(image_bundle.path)
     made = [seed.post("/v1/batches", json={"name": f"seed-{i}", "items": [{"image_id": image_bundle.ids[20 + i]}]})
             for i in range(6)]
     batch_ids = [r.json()["batch_id"] for r in made]
-    app = create_app(Settings(bundle=image_bundle.path), loader=lambda name, pretrained: fake_embedder)
+    app = create_app(Settings(bundle=image_bundle.path, scenarios=folder),
+                     loader=lambda name, pretrained: fake_embedder)
     yield app, RealIds(image_bundle, batch_ids[:3], batch_ids[3:])
     shutdown_lifespans()  # schemathesis keeps an app's lifespan running until told (or process exit)
 
@@ -135,13 +158,15 @@ def test_every_operation_answers_as_declared(served: tuple[Any, RealIds]) -> Non
             exercise(operation, mode, real, seen)
     assert not seen.failures, "\n\n".join(seen.failures[:10]) + \
         f"\n\n{len(seen.failures)} findings in {seen.cases} cases"
-    assert 150 <= seen.cases <= 400
+    assert 150 <= seen.cases <= 500
     # The real ids make the happy paths run too, not only 404s and 422s.
     for label in ("POST /v1/mine", "POST /v1/mine/upload", "GET /v1/images/{image_id}",
                   "GET /v1/batches/{batch_id}", "DELETE /v1/batches/{batch_id}", "POST /v1/labels",
-                  "POST /v1/verdicts", "GET /v1/verdicts", "GET /v1/yield"):
+                  "POST /v1/verdicts", "GET /v1/verdicts", "GET /v1/yield", "GET /v1/scenarios",
+                  "GET /v1/scenarios/{name}", "POST /v1/evaluations", "GET /v1/models"):
         assert 200 in seen.codes.get(label, set()), (label, seen.codes.get(label))
     assert 201 in seen.codes["POST /v1/batches"], seen.codes["POST /v1/batches"]
+    assert 201 in seen.codes["POST /v1/scenarios"], seen.codes["POST /v1/scenarios"]
 
 
 def test_error_bodies_are_declared_per_route(image_bundle: Any, open_client: Callable[..., Any]) -> None:

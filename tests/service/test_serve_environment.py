@@ -143,3 +143,17 @@ def test_serve_gives_workers_time_to_load_a_large_bundle(tmp_path: Path, make_by
         os.environ.update(saved)
     assert result.exit_code == 0, result.output
     assert given["workers"] == 2 and given["timeout_worker_healthcheck"] == expected
+def test_serve_scenarios_folder_option_and_environment(tmp_path: Path, make_byo_bundle: Make,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    built = make_byo_bundle(n=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEMINE_SCENARIOS", raising=False)  # an earlier in-process `serve` may have set it
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path))
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "scenarios")  # ./scenarios of the working directory
+    monkeypatch.setenv("EDGEMINE_SCENARIOS", str(tmp_path / "from-env"))
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path))
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "from-env")
+    result, seen = _serve_without_uvicorn(monkeypatch, "--bundle", str(built.path), "--scenarios", "team/scen")
+    assert result.exit_code == 0, result.output
+    assert seen["EDGEMINE_SCENARIOS"] == str(tmp_path / "team" / "scen")  # resolved for the workers

@@ -14,12 +14,22 @@ from starlette.responses import Response
 
 from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.models.base import ModelUnavailable
+from edgemine.scenarios.errors import (
+    InputFileError,
+    LockError,
+    NotEvaluable,
+    ScenarioError,
+    UnknownModel,
+    UnknownScenario,
+)
 from edgemine.service.api.request_ids import HEADER, request_id
 from edgemine.service.api.safe_json import MAX_ITEMS, SafeJSONResponse, safe_json
 from edgemine.service.batches import NothingToQueue, UnknownBatch
 from edgemine.service.filters import FilterError
 from edgemine.service.limits import ECHO_CHARS, ECHO_ID_CHARS, MAX_ECHOED_IDS, shorten
 from edgemine.service.miner import QueryError
+from edgemine.service.paging import CursorError
+from edgemine.service.scenario_views import ScenarioExists
 
 log = logging.getLogger("edgemine.service")
 
@@ -70,6 +80,25 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueryError)
     @app.exception_handler(FilterError)
     async def bad_query(_: Request, exc: ValueError) -> Response:
+        return SafeJSONResponse({"detail": str(exc)}, status_code=422)
+
+    # Scenario errors (more specific handlers win over BundleError's 503 below).
+    @app.exception_handler(UnknownScenario)
+    @app.exception_handler(UnknownModel)
+    async def unknown_name(_: Request, exc: ScenarioError) -> Response:
+        return SafeJSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(LockError)
+    @app.exception_handler(NotEvaluable)
+    @app.exception_handler(ScenarioExists)
+    async def scenario_conflict(_: Request, exc: ScenarioError) -> Response:
+        return SafeJSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(InputFileError)
+    @app.exception_handler(ScenarioError)
+    @app.exception_handler(CursorError)
+    async def bad_scenario_input(_: Request, exc: Exception) -> Response:
+        # A broken scenario file, members resolving to nothing, a request over a limit, a stale cursor.
         return SafeJSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(ModelUnavailable)

@@ -212,3 +212,14 @@ export function listVerdicts({ sessionId, limit = 1000, offset = 0 } = {}) {
 
 /** GET /v1/yield for a session: reviewed, accepted, rejected, yield with its interval, the curve. */
 export const getYield = (sessionId) => api(`/v1/yield?${new URLSearchParams({ session_id: sessionId })}`);
+
+// -- scenarios, models and evaluations (issue 9) ----------------------------------------------------
+
+/** GET /v1/scenarios: [{name, description, metric, gate, members, with_ground_truth, lock, reason}]. */
+export const listScenarios = () => api("/v1/scenarios");
+/** GET /v1/models: the models with imported predictions. */
+export const listModels = () => api("/v1/models");
+/** POST /v1/evaluations: {model, baseline?, scenarios?} -> an Evaluation, or with a baseline a GateReport. */
+export const evaluate = (body) => api("/v1/evaluations", { method: "POST", json: body });
+/** POST /v1/scenarios: {name, query?, ids?, metric?, gate?, description?, overwrite?} -> the saved scenario. */
+export const saveScenario = (body) => api("/v1/scenarios", { method: "POST", json: body });

@@ -5,6 +5,7 @@ import { createBatchList } from "./batches.js";
 import { FeedbackPanel } from "./feedback.js";
 import { createFilterEditor } from "./filters.js";
 import { ResultsGrid } from "./results.js";
+import { createScenariosView } from "./scenarios.js";
 
 const BROWSE_PAGE = 24;
 
@@ -560,6 +561,16 @@ const feedback = new FeedbackPanel({
   },
 });
 
+// The Scenarios view; its "mine more like these" mines here with the regressed flips as positives.
+const scenarios = createScenariosView({
+  notify, showError,
+  mineLike: (ids) => {
+    app.examples = ids.map((id) => ({ key: `id:${id}`, kind: "id", value: id, negative: false }));
+    renderExamples();
+    return runMine(buildQuery());
+  },
+});
+
 function selectTab(name) {
   for (const tab of $$(".tab")) tab.setAttribute("aria-selected", String(tab.dataset.tab === name));
   for (const pane of $$(".tabpane")) pane.hidden = pane.dataset.pane !== name;
@@ -596,6 +607,10 @@ function wire() {
   $("#browse-next").addEventListener("click", () => { app.browse.offset += BROWSE_PAGE; loadBrowse(); });
 
   $("#options-form").addEventListener("submit", (e) => { e.preventDefault(); runMine(buildQuery()); });
+  $("#save-scenario").addEventListener("click", () => {
+    const { query, files } = buildQuery();
+    scenarios.saveQuery(query, files);
+  });
   ui.loadMore.addEventListener("click", loadNextPage);
 
   $("#sel-all").addEventListener("click", () => results.selectAll());
