@@ -56,6 +56,7 @@ def test_scenarios_view_verdicts_flips_mine_more_and_save_query(served_scenarios
     expect(night.locator(".verdict")).to_have_text("FAIL")
     expect(page.locator("#scenario-rows tr[data-name=day] .verdict")).to_have_text("PASS")
     expect(page.locator("#eval-status")).to_contain_text("gate fail")
+    expect(page.locator("#eval-status")).not_to_contain_text("null")
     expect(night.locator(".n")).to_have_text(str(len(data.night)))
     expect(night.locator(".value")).to_have_text("0.000")
     expect(night.locator(".baseline")).to_have_text("1.000")

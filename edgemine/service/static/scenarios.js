@@ -133,7 +133,7 @@ export function createScenariosView({ notify, showError, mineLike }) {
       r.gated && r.scenarios.length ? h("span", { class: `badge status-${r.status}` }, `gate ${r.status}`) : null,
       r.gated && !r.scenarios.length ? h("span", { class: "muted" }, "no scenario to gate (none with a fresh lock)") : null,
       ` model ${r.gated ? r.candidate : r.model}${r.gated ? ` vs baseline ${r.baseline}` : ""}`,
-    ] : []));
+    ].filter((part) => part != null) : []));  // replaceChildren would print a null as "null"
     const rows = [row("", "all labeled images", null, f.get(""))];
     for (const s of state.scenarios) rows.push(row(s.name, s.name, s, f.get(s.name)));
     el.rows.replaceChildren(...rows);
