@@ -31,9 +31,9 @@ class HnswlibPeer:
     name = "hnswlib"
     param = "ef"
     notes = (
-        "HNSW M=16 ef_construction=200, ef=max(2k,200) recommended (swept); knn_query(filter=callable) per README/examples: the "
-        "filter is a Python callback per visited node (GIL), so queries run with num_threads=1 as its filter "
-        "example advises; k per example, merged by max"
+        "HNSW M=16 ef_construction=200, ef=max(2k,200) recommended (swept); knn_query(filter=callable) per "
+        "README/examples: the filter is a Python callback per visited node (GIL), so queries run with "
+        "num_threads=1 as its filter example advises; k per example, merged by max"
     )
 
     def __init__(self, m: int = 16, ef_construction: int = 200, threads: int = 2) -> None:

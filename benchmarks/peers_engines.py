@@ -44,7 +44,9 @@ class QdrantEdgePeer:
         self._dir = Path(tmpdir) / "shard"
         config = q.EdgeConfig(
             vectors=q.EdgeVectorParams(size=d, distance=q.Distance.Dot),
-            hnsw_config=q.HnswIndexConfig(m=self._m, ef_construct=self._ef_construct, full_scan_threshold=self._full_scan),
+            hnsw_config=q.HnswIndexConfig(
+                m=self._m, ef_construct=self._ef_construct, full_scan_threshold=self._full_scan
+            ),
         )
         self._shard = q.EdgeShard.create(str(self._dir), config)
         self._shard.update(q.UpdateOperation.create_field_index("state", q.PayloadSchemaType.Keyword))
@@ -140,7 +142,8 @@ class MilvusPeer:
         client.create_collection(self._collection, schema=schema)
         for start in range(0, n, MILVUS_BATCH):
             rows = range(start, min(n, start + MILVUS_BATCH))
-            client.insert(self._collection, [{"id": i, "state": "unlabeled", "vector": vectors[i].tolist()} for i in rows])
+            batch = [{"id": i, "state": "unlabeled", "vector": vectors[i].tolist()} for i in rows]
+            client.insert(self._collection, batch)
         client.flush(self._collection)
         index = client.prepare_index_params()
         index.add_index(
