@@ -178,6 +178,14 @@ def peer_methods(peer: Peer, vectors: Vectors, k: int) -> dict[str, Callable[[Id
     return {f"{peer.name}@{tunable.param}={v}": run(v) for v in tunable.sweep_values()}
 
 
+def sweep_info(peer: Peer) -> dict[str, Any]:
+    """The knob, its recommended value and the sweep, for the results file (empty for exact peers)."""
+    if not is_tunable(peer):
+        return {}
+    tunable: Any = peer
+    return {"param": tunable.param, "recommended": tunable.recommended, "sweep": tunable.sweep_values()}
+
+
 def sweep_with(recommended: int, values: tuple[int, ...], limit: int | None = None) -> list[int]:
     """`values` plus the recommended one, ascending, capped at `limit` (e.g. the number of IVF lists)."""
     out = {recommended, *values}

@@ -119,6 +119,7 @@ class MilvusPeer:
         self._k = k
         self._ef = k
         self._client: Any = None
+        self._dir: Path | None = None
         self._state: Mask | None = None
         self._collection = "rows"
         self.notes = (
@@ -126,7 +127,7 @@ class MilvusPeer:
             "API (gRPC server process, per-segment FAISS indexes, row mask built in Python per search), NOT Milvus's "
             f"C++/Knowhere engine; HNSW M={m} efConstruction={ef_construction} metric IP, INVERTED index on state; "
             "one search for all examples with filter 'state == \"unlabeled\" and id not in [example rows]', "
-            "ef = k recommended (swept); merged by max"
+            "ef = k recommended (swept); merged by max; bytes/vector = files on disk"
         )
 
     def build(self, vectors: Vectors, tmpdir: Path) -> None:
@@ -134,7 +135,9 @@ class MilvusPeer:
         pymilvus = _import(self.name, "pymilvus", "pymilvus")
         _import(self.name, "milvus_lite", "milvus-lite")
         n, d = vectors.shape
-        self._client = client = pymilvus.MilvusClient(str(Path(tmpdir) / "milvus.db"))
+        self._dir = Path(tmpdir)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._client = client = pymilvus.MilvusClient(str(self._dir / "milvus.db"))
         schema = pymilvus.MilvusClient.create_schema(auto_id=False)
         schema.add_field("id", pymilvus.DataType.INT64, is_primary=True)
         schema.add_field("state", pymilvus.DataType.VARCHAR, max_length=16)
@@ -193,8 +196,10 @@ class MilvusPeer:
         self._ef = value
 
     def memory_bytes(self) -> int | None:
-        """Not reported; the engine runs in its own server process."""
-        return None
+        """The database directory's bytes on disk (segments + index files): the engine runs in its own process."""
+        if self._dir is None:
+            return None
+        return sum(f.stat().st_size for f in self._dir.rglob("*") if f.is_file())
 
     def close(self) -> None:
         """Close the client (stops the local server)."""
