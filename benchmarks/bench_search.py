@@ -125,15 +125,23 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     out["bandwidth"] = bandwidth(vectors)
     tmp = Path(tempfile.mkdtemp(prefix="edgemine-bench-", dir=args.tmp))
     rss0 = rss_bytes()
-    build_s, index_info = build_bundle(vectors, tmp / "bundle", parse_memory(args.memory_budget))
-    runtime = Runtime(tmp / "bundle")
+    bundle = args.bundle or tmp / "bundle"
+    if args.bundle and (bundle / "state.sqlite").exists():
+        # Reuse a bundle built from the same --seed/--sizes (1M runs split by peer to fit in memory):
+        # every row back to unlabeled first.
+        build_s, index_info = -1.0, load_current(bundle).manifest.index.model_dump()
+        n_ids = len(load_current(bundle).image_ids)
+        StateDB(bundle / "state.sqlite").set_state([f"img{i:08d}" for i in range(n_ids)], "unlabeled")
+    else:
+        build_s, index_info = build_bundle(vectors, bundle, parse_memory(args.memory_budget))
+    runtime = Runtime(bundle)
     loaded = runtime.current()
     ann: Miner = loaded.miner
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
     ids = loaded.snapshot.image_ids
     out["edgemine"] = {"build_s": round(build_s, 2), "index": index_info,
                        "rss_after_load_MB": round((rss_bytes() - rss0) / 2**20, 1)}
-    state = StateDB(tmp / "bundle" / "state.sqlite")
+    state = StateDB(bundle / "state.sqlite")
     peers = []
     for peer in peers_mod.make_peers(args.peers) if peers_mod else []:
         before = rss_bytes()
@@ -278,6 +286,8 @@ def main() -> None:
     parser.add_argument("--peers", default="numpy,faiss-flat,hnswlib,qdrant-edge,milvus,usearch,lancedb",
                         help="'' for none; also qdrant-local (pure-Python brute force)")
     parser.add_argument("--prefix", default="search", help="output files <prefix>-<size>.{json,md,png}")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="edgemine bundle to build once and reuse (same size and seed); build_s = -1 when reused")
     parser.add_argument("--memory-budget", default="4G")
     parser.add_argument("--strategies", default="max,probe", help="edgemine strategies: max, or max,probe")
     parser.add_argument("--seed", type=int, default=0)
