@@ -142,20 +142,24 @@ class MilvusPeer:
         schema.add_field("id", pymilvus.DataType.INT64, is_primary=True)
         schema.add_field("state", pymilvus.DataType.VARCHAR, max_length=16)
         schema.add_field("vector", pymilvus.DataType.FLOAT_VECTOR, dim=d)
-        client.create_collection(self._collection, schema=schema)
-        for start in range(0, n, MILVUS_BATCH):
-            rows = range(start, min(n, start + MILVUS_BATCH))
-            batch = [{"id": i, "state": "unlabeled", "vector": vectors[i].tolist()} for i in rows]
-            client.insert(self._collection, batch)
-        client.flush(self._collection)
+        # Indexes declared with the collection (as in Milvus's quickstart): each flushed segment gets its
+        # HNSW inside flush, an idempotent call; a create_index on loaded data can outlast pymilvus's RPC
+        # deadline on a busy machine, and its retry then fails with "index already exists".
         index = client.prepare_index_params()
         index.add_index(
             field_name="vector", index_type="HNSW", metric_type="IP",
             params={"M": self._m, "efConstruction": self._ef_construction},
         )
         index.add_index(field_name="state", index_type="INVERTED")
-        client.create_index(self._collection, index)
+        client.create_collection(self._collection, schema=schema, index_params=index)
+        for start in range(0, n, MILVUS_BATCH):
+            rows = range(start, min(n, start + MILVUS_BATCH))
+            batch = [{"id": i, "state": "unlabeled", "vector": vectors[i].tolist()} for i in rows]
+            client.insert(self._collection, batch)
+        client.flush(self._collection)
         client.load_collection(self._collection)
+        info = client.describe_index(self._collection, "vector")
+        self.notes += f"; indexed rows after build: {info.get('indexed_rows')} of {info.get('total_rows')}"
         self._state = np.zeros(n, bool)
 
     def set_excluded(self, excluded: Mask) -> None:
