@@ -9,9 +9,13 @@ With --strategies max,probe, edgemine's `probe` strategy (a logistic regression 
 served through the ANN index) runs too: its recall is against the exact miner's probe ranking,
 and the Markdown adds its p50 latency relative to `max` (edgemine-auto) per scenario.
 
+Peers (benchmarks/peers.py) apply the same exclusions inside their own search; those with a search knob
+(efSearch, nprobes, ...) run at their documented recommended value and a small sweep around it, each sweep
+point a method `peer@param=value`, so they are compared at equal recall (benchmarks/peer_report.py).
+
     python benchmarks/bench_search.py --sizes 100k,1M --out bench-results/search
 
-Writes <out>/search-<size>.json and .md (and prints the Markdown tables).
+Writes <out>/<prefix>-<size>.json, .md and, with peers, a recall-vs-p50 plot per scenario (.png).
 """
 
 from __future__ import annotations
@@ -113,22 +117,31 @@ def summarize(times: list[float], recalls: list[float]) -> dict[str, float]:
 
 def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]:
     """Run every scenario at one collection size."""
-    out: dict[str, Any] = {"n": n, "d": args.dim, "k": args.k, "cpus": os.cpu_count()}
+    out: dict[str, Any] = {"n": n, "d": args.dim, "k": args.k, "cpus": os.cpu_count(),
+                           "loadavg_start": round(os.getloadavg()[0], 2)}
     start = time.perf_counter()
     vectors, rare = clip_like(n, args.dim, seed=args.seed)
     out["generate_s"] = round(time.perf_counter() - start, 2)
     out["bandwidth"] = bandwidth(vectors)
     tmp = Path(tempfile.mkdtemp(prefix="edgemine-bench-", dir=args.tmp))
     rss0 = rss_bytes()
-    build_s, index_info = build_bundle(vectors, tmp / "bundle", parse_memory(args.memory_budget))
-    runtime = Runtime(tmp / "bundle")
+    bundle = args.bundle or tmp / "bundle"
+    if args.bundle and (bundle / "state.sqlite").exists():
+        # Reuse a bundle built from the same --seed/--sizes (1M runs split by peer to fit in memory):
+        # every row back to unlabeled first.
+        build_s, index_info = -1.0, load_current(bundle).manifest.index.model_dump()
+        n_ids = len(load_current(bundle).image_ids)
+        StateDB(bundle / "state.sqlite").set_state([f"img{i:08d}" for i in range(n_ids)], "unlabeled")
+    else:
+        build_s, index_info = build_bundle(vectors, bundle, parse_memory(args.memory_budget))
+    runtime = Runtime(bundle)
     loaded = runtime.current()
     ann: Miner = loaded.miner
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
     ids = loaded.snapshot.image_ids
     out["edgemine"] = {"build_s": round(build_s, 2), "index": index_info,
                        "rss_after_load_MB": round((rss_bytes() - rss0) / 2**20, 1)}
-    state = StateDB(tmp / "bundle" / "state.sqlite")
+    state = StateDB(bundle / "state.sqlite")
     peers = []
     for peer in peers_mod.make_peers(args.peers) if peers_mod else []:
         before = rss_bytes()
@@ -137,7 +150,9 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
         mem = peer.memory_bytes()
         out.setdefault("peers", {})[peer.name] = {
             "build_s": round(time.perf_counter() - t0, 2), "notes": peer.notes,
-            "bytes_per_vector": round((mem if mem else rss_bytes() - before) / n, 1)}
+            "bytes_per_vector": round((mem if mem else rss_bytes() - before) / n, 1),
+            **peers_mod.sweep_info(peer)}
+        print(json.dumps({"built": peer.name, **out["peers"][peer.name]}), flush=True)
         peers.append(peer)
     default_threads = faiss.omp_get_max_threads()
     rng = np.random.default_rng(args.seed + 1)
@@ -170,9 +185,10 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
                 methods["edgemine-probe"] = lambda rows: _mine(ann, ids, rows, args.k, "probe")
                 # The probe's own ground truth: the same fitted probe, every eligible row scored exactly.
                 truths["edgemine-probe"] = [np.asarray(_mine(exact, ids, rows, args.k, "probe")) for rows in sets]
-            for peer in peers:
-                methods[peer.name] = (lambda p: lambda rows: p.query(vectors[rows], args.k, rows))(peer)
-                truths[peer.name] = truth
+            for peer in peers:  # one method per sweep value of a peer's search knob
+                for name, method in peers_mod.peer_methods(peer, vectors, args.k).items():
+                    methods[name] = method
+                    truths[name] = truth
             for row in _measure(methods, truths, sets, args, default_threads):
                 results.append({"method": row.pop("method"), "examples": m, "excluded": frac, **row})
                 print(json.dumps(results[-1]), flush=True)
@@ -181,6 +197,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     faiss.omp_set_num_threads(default_threads)
     out["results"] = results
     out["peak_rss_MB"] = round(peak_rss_bytes() / 2**20, 1)
+    out["loadavg_end"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -266,7 +283,11 @@ def main() -> None:
     parser.add_argument("--excluded", default="0,0.5,0.95")
     parser.add_argument("--query-sets", type=int, default=20)
     parser.add_argument("--seconds-per-scenario", type=float, default=30.0, help="cap for slow methods")
-    parser.add_argument("--peers", default="numpy,faiss-flat,hnswlib,qdrant,lancedb", help="'' for none")
+    parser.add_argument("--peers", default="numpy,faiss-flat,hnswlib,qdrant-edge,milvus,usearch,lancedb",
+                        help="'' for none; also qdrant-local (pure-Python brute force)")
+    parser.add_argument("--prefix", default="search", help="output files <prefix>-<size>.{json,md,png}")
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="edgemine bundle to build once and reuse (same size and seed); build_s = -1 when reused")
     parser.add_argument("--memory-budget", default="4G")
     parser.add_argument("--strategies", default="max,probe", help="edgemine strategies: max, or max,probe")
     parser.add_argument("--seed", type=int, default=0)
@@ -284,9 +305,15 @@ def main() -> None:
     for size in args.sizes.split(","):
         n = parse_size(size)
         res = run_size(n, args, peers_mod)
-        (args.out / f"search-{size}.json").write_text(json.dumps(res, indent=2))
+        stem = f"{args.prefix}-{size}"
+        (args.out / f"{stem}.json").write_text(json.dumps(res, indent=2))
         table = markdown(res)
-        (args.out / f"search-{size}.md").write_text(table)
+        if peers_mod:  # recall/latency curves of the swept peers, equal-recall table and plot
+            import peer_report
+
+            peer_report.plot(res, args.out / f"{stem}.png")
+            table += peer_report.markdown(res, "python " + " ".join(sys.argv), f"{stem}.png")
+        (args.out / f"{stem}.md").write_text(table)
         print(table, flush=True)
 
 

@@ -9,7 +9,10 @@ merged by max score is then exactly the top-k of the max rule (a row in the true
 top-k of its best example).
 
 Peers, their configuration and the documentation followed (looked up for the installed versions:
-numpy 2.4, faiss-cpu 1.15, hnswlib 0.8, qdrant-client 1.20, lancedb 0.40):
+numpy 2.4, faiss-cpu 1.15, hnswlib 0.8, qdrant-client 1.20, qdrant-edge-py 0.9, pymilvus 3.0 + milvus-lite 3.2,
+usearch 2.26, lancedb 0.40). Peers with a search knob (``param``) start at the value their documentation
+recommends (``recommended``) and the benchmark also runs a small sweep (``sweep_values()``), so that they are
+compared at equal recall; numpy, faiss-flat and qdrant-local are exact and have no knob.
 
 numpy
     The baseline: E @ examples.T, max over the examples, excluded rows set to -inf, argpartition top k.
@@ -19,13 +22,41 @@ faiss-flat
     ``np.packbits(~excluded, bitorder="little")`` (faiss wiki "Setting search parameters for one query",
     section on IDSelector). The examples' rows are cleared in the bitmap for the duration of the call.
 hnswlib
-    ``Index(space="ip")``, ``init_index(M=16, ef_construction=200)`` (README example),
-    ``set_ef(max(2k, 200))`` (ALGO_PARAMS.md: ef >= k, higher = better recall), build with 2 threads.
+    ``Index(space="ip")``, ``init_index(M=16, ef_construction=200)`` (README example), ef = max(2k, 200)
+    recommended (ALGO_PARAMS.md: ef >= k, higher = better recall), swept over 100..800; build with 2 threads.
     Query: ``knn_query(examples, k, num_threads=1, filter=callable)``; examples/example_filter.py warns
     that the Python filter is slow in multithreaded mode and sets num_threads=1. The filter is a Python
     callback invoked (under the GIL) for each candidate node; we pass ``list.__getitem__`` over a list of
     bools so no Python frame runs per call.
-qdrant
+qdrant-edge (peers_engines.py)
+    Qdrant's Rust engine embedded in-process (``qdrant_edge.EdgeShard``). Qdrant's default collection
+    config: HNSW m=16, ef_construct=100, full_scan_threshold=10000 KB, default optimizers; Distance.Dot;
+    a keyword payload index on ``state`` created before the upload (docs "Indexing": create payload indexes
+    first so that HNSW builds filter-aware links), then ``optimize()`` (blocking HNSW build). ``state`` is
+    kept up to date with ``set_payload``. Query: ``Query.RecommendBestScore`` (the recommend API's best_score
+    strategy: max over positives) with the examples as raw positive vectors, ``Filter(must=[state ==
+    "unlabeled"], must_not=[HasIdCondition(example rows)])``, ``SearchParams(hnsw_ef=...)``: recommended
+    = unset (Qdrant then uses ef_construct, 100), swept 100..800. Qdrant picks exact search over the payload
+    index by itself when the filter's estimated cardinality is under full_scan_threshold. Its relevance-
+    feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few results and
+    a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
+milvus (peers_engines.py)
+    pymilvus ``MilvusClient("file.db")`` (Milvus Lite), collection (id INT64 primary, state VARCHAR,
+    vector FLOAT_VECTOR), index HNSW M=16 efConstruction=200 metric IP (Milvus docs' HNSW example) and an
+    INVERTED scalar index on ``state``. Query: one ``search`` over all examples with the boolean filter
+    expression ``state == "unlabeled" and id not in [example rows]``, ``search_params={"ef": ...}``:
+    Milvus requires ef >= limit; recommended ef = k, swept to 8k. NOTE: milvus-lite 3.x is a pure-Python
+    re-implementation of Milvus's API (a gRPC server process over per-segment FAISS indexes); it is not
+    Milvus's C++/Knowhere engine, and it builds its row mask in Python on every search (O(n) per query).
+usearch (peers_engines.py)
+    ``Index(ndim, metric="ip", dtype="f32", connectivity=16, expansion_add=128, expansion_search=64)``
+    (README defaults), ``add`` with its default threads. USearch's Python API (2.26) has no per-query filter
+    predicate (the C/C++/Rust bindings do); it offers ``remove`` ("mark some entries deleted, instead of
+    rebuilding a filtered index"), whose tombstones the HNSW search skips inside the search. Excluded rows are
+    removed (and re-added with their vectors if they become eligible again); the examples' own rows, at most
+    m, are dropped from k + m results per example (the only exclusion applied outside the library).
+    expansion_search recommended 64 (README; the search uses at least k), swept 100..800.
+qdrant-local (peers_db.py)
     qdrant-client local mode (``QdrantClient(":memory:")``; its README: local mode is for development,
     prototyping and testing, "when you need to scale, switch to server mode"). Collection with
     ``Distance.DOT``; payload ``state`` = "unlabeled"/"labeled" kept up to date with ``set_payload``.
@@ -39,7 +70,7 @@ qdrant
     point in Python, so it is brute force and slow, NOT representative of the Qdrant server (HNSW +
     payload index); payload indexes have no effect in local mode. ``QdrantPeer(url=...)`` targets a
     server instead (creates a keyword payload index on ``state``, as the docs recommend) -- untested here.
-lancedb
+lancedb (peers_db.py)
     ``lancedb.connect(dir)``, one table (``id`` int64, ``state`` string, ``vector`` FixedSizeList float32).
     Below 100k rows no vector index (docs, Vector Indexes: under ~100K rows an index is usually unnecessary;
     the search is then an exact flat scan). From 100k rows: ``IVF_PQ`` with ``distance_type="dot"`` (docs,
@@ -48,7 +79,8 @@ lancedb
     filtered workloads). Scalar indexes BITMAP on ``state`` and BTREE on ``id`` (docs, Filtering: "strongly
     recommend creating scalar indices on columns used for filtering"). Query: one batch search over all
     examples, ``.where("state = 'unlabeled' AND id NOT IN (...)", prefilter=True)``, nprobes left
-    auto-tuned (docs: leave unset unless recall is short; it is 20), ``refine_factor(10)`` when indexed
+    auto-tuned (docs: leave unset unless recall is short; it is 20; swept 5..80 up to the number of partitions),
+    ``refine_factor(10)`` when indexed
     (docs: refine recovers recall lost to quantization; the docs' examples use 10), then merged by max.
     ``set_excluded`` rewrites only the ``state`` column of changed rows (partial-column ``merge_insert`` on
     ``id``; the vector index stays valid) and calls ``optimize()`` to bring the scalar indexes up to date.
@@ -69,7 +101,10 @@ Vectors = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
 Ids = npt.NDArray[np.int64]
 
-PEER_NAMES = ("numpy", "faiss-flat", "hnswlib", "qdrant", "lancedb")
+PEER_NAMES = ("numpy", "faiss-flat", "hnswlib", "qdrant-edge", "milvus", "usearch", "lancedb", "qdrant-local")
+# What `bench_search.py --peers` runs by default: qdrant-local is a pure-Python brute force, opt-in only.
+DEFAULT_PEERS = ("numpy", "faiss-flat", "hnswlib", "qdrant-edge", "milvus", "usearch", "lancedb")
+HNSW_SWEEP = (100, 200, 400, 800)
 LANCEDB_INDEX_MIN_ROWS = 100_000
 QDRANT_UPLOAD_BATCH = 10_000
 QDRANT_PAYLOAD_BATCH = 50_000
@@ -100,6 +135,63 @@ class Peer(Protocol):
     def close(self) -> None:
         """Release the index and anything it holds."""
         ...
+
+
+class Tunable(Peer, Protocol):
+    """A peer with one search-effort knob (efSearch, nprobes, ...) that the benchmark sweeps."""
+
+    param: str
+    recommended: int
+
+    def sweep_values(self) -> list[int]:
+        """The knob's values to measure, including `recommended`, ascending."""
+        ...
+
+    def set_param(self, value: int) -> None:
+        """Use `value` for the following queries."""
+        ...
+
+
+def is_tunable(peer: Peer) -> bool:
+    """Whether the peer has a search knob to sweep."""
+    return isinstance(getattr(peer, "param", None), str)
+
+
+def peer_methods(peer: Peer, vectors: Vectors, k: int) -> dict[str, Callable[[Ids], Ids]]:
+    """Timed callables for the benchmark: one per sweep value (`name@param=value`), or the peer itself.
+
+    Each callable sets its parameter first (a cheap attribute write) so that interleaved timing of the
+    sweep points stays correct.
+    """
+
+    def run(value: int | None) -> Callable[[Ids], Ids]:
+        def call(rows: Ids) -> Ids:
+            if value is not None:
+                peer.set_param(value)  # type: ignore[attr-defined]
+            return peer.query(vectors[rows], k, rows)
+
+        return call
+
+    if not is_tunable(peer):
+        return {peer.name: run(None)}
+    tunable: Any = peer
+    return {f"{peer.name}@{tunable.param}={v}": run(v) for v in tunable.sweep_values()}
+
+
+def sweep_info(peer: Peer) -> dict[str, Any]:
+    """The knob, its recommended value and the sweep, for the results file (empty for exact peers)."""
+    if not is_tunable(peer):
+        return {}
+    tunable: Any = peer
+    return {"param": tunable.param, "recommended": tunable.recommended, "sweep": tunable.sweep_values()}
+
+
+def sweep_with(recommended: int, values: tuple[int, ...], limit: int | None = None) -> list[int]:
+    """`values` plus the recommended one, ascending, capped at `limit` (e.g. the number of IVF lists)."""
+    out = {recommended, *values}
+    if limit is not None:
+        out = {min(v, limit) for v in out}
+    return sorted(out)
 
 
 def _import(peer: str, module: str, package: str) -> ModuleType:
@@ -228,18 +320,25 @@ class FaissFlatPeer:
 
 
 def _external(name: str) -> Callable[[], Peer]:
-    # The database-backed peers live in peers_db.py (imported here to keep one registry).
+    # The library- and database-backed peers live in peers_db.py and peers_engines.py (imported here
+    # to keep one registry).
     import peers_db
+    import peers_engines
 
-    return {"hnswlib": peers_db.HnswlibPeer, "qdrant": peers_db.QdrantPeer, "lancedb": peers_db.LanceDBPeer}[name]
+    return {
+        "hnswlib": peers_db.HnswlibPeer,
+        "qdrant-local": peers_db.QdrantPeer,
+        "lancedb": peers_db.LanceDBPeer,
+        "qdrant-edge": peers_engines.QdrantEdgePeer,
+        "milvus": peers_engines.MilvusPeer,
+        "usearch": peers_engines.USearchPeer,
+    }[name]
 
 
 _PEERS: dict[str, Callable[[], Peer]] = {
     "numpy": NumpyPeer,
     "faiss-flat": FaissFlatPeer,
-    "hnswlib": lambda: _external("hnswlib")(),
-    "qdrant": lambda: _external("qdrant")(),
-    "lancedb": lambda: _external("lancedb")(),
+    **{name: (lambda n: lambda: _external(n)())(name) for name in PEER_NAMES[2:]},
 }
 
 

@@ -1,4 +1,4 @@
-"""Peers backed by vector libraries and databases: hnswlib, Qdrant (local mode), LanceDB.
+"""Peers backed by vector libraries and databases: hnswlib, Qdrant's local mode (qdrant-local), LanceDB.
 
 Their configuration and the documentation followed are described in peers.py.
 """
@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from peers import (
+    HNSW_SWEEP,
     LANCEDB_INDEX_MIN_ROWS,
     QDRANT_PAYLOAD_BATCH,
     QDRANT_UPLOAD_BATCH,
@@ -20,6 +21,7 @@ from peers import (
     _as_queries,
     _import,
     _top_k,
+    sweep_with,
 )
 
 
@@ -27,14 +29,17 @@ class HnswlibPeer:
     """hnswlib HNSW (inner product) with its per-node Python filter callback."""
 
     name = "hnswlib"
+    param = "ef"
     notes = (
-        "HNSW M=16 ef_construction=200, ef=max(2k,200); knn_query(filter=callable) per README/examples: the "
-        "filter is a Python callback per visited node (GIL), so queries run with num_threads=1 as its filter "
-        "example advises; k per example, merged by max"
+        "HNSW M=16 ef_construction=200, ef=max(2k,200) recommended (swept); knn_query(filter=callable) per "
+        "README/examples: the filter is a Python callback per visited node (GIL), so queries run with "
+        "num_threads=1 as its filter example advises; k per example, merged by max"
     )
 
     def __init__(self, m: int = 16, ef_construction: int = 200, threads: int = 2) -> None:
         self._m, self._ef_construction, self._threads = m, ef_construction, threads
+        self.recommended = 200  # max(2k, 200) at the benchmark's k = 100; set_param overrides
+        self._ef: int | None = None
         self._index: Any = None
         self._allowed: list[bool] = []
         self._n_allowed = 0
@@ -65,7 +70,7 @@ class HnswlibPeer:
             kk = min(k, self._n_allowed - len(extra))
             if kk <= 0:
                 return np.empty(0, np.int64)
-            self._index.set_ef(max(2 * k, 200))
+            self._index.set_ef(self._ef if self._ef is not None else max(2 * k, 200))
             labels, distances = self._index.knn_query(
                 _as_queries(examples), k=kk, num_threads=1, filter=self._allowed.__getitem__
             )
@@ -74,6 +79,14 @@ class HnswlibPeer:
                 self._allowed[i] = True
         # space "ip" returns distance = 1 - <x, q>
         return _top_k(labels.astype(np.int64).ravel(), 1.0 - distances.ravel(), k)
+
+    def sweep_values(self) -> list[int]:
+        """ef values to measure."""
+        return sweep_with(self.recommended, HNSW_SWEEP)
+
+    def set_param(self, value: int) -> None:
+        """Use ef = value (hnswlib itself searches with max(ef, k))."""
+        self._ef = value
 
     def memory_bytes(self) -> int | None:
         """hnswlib's own index_file_size() (graph + vectors)."""
@@ -88,7 +101,7 @@ class HnswlibPeer:
 class QdrantPeer:
     """Qdrant Recommendation API (best_score) with a payload filter; local mode unless `url` is given."""
 
-    name = "qdrant"
+    name = "qdrant-local"
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
@@ -181,9 +194,13 @@ class LanceDBPeer:
     """LanceDB table: flat scan below 100k rows, IVF_PQ (dot) above; SQL prefilter on `state` and `id`."""
 
     name = "lancedb"
+    param = "nprobes"
+    recommended = 20  # LanceDB's auto-tuned default
 
     def __init__(self, index_min_rows: int = LANCEDB_INDEX_MIN_ROWS, refine_factor: int = 10) -> None:
         self._index_min_rows, self._refine_factor = index_min_rows, refine_factor
+        self._partitions = 1
+        self._nprobes: int | None = None
         self._table: Any = None
         self._pa: Any = None
         self._indexed = False
@@ -210,12 +227,13 @@ class LanceDBPeer:
         self._indexed = n >= self._index_min_rows
         if self._indexed:
             sub_vectors = d // 8 if d % 8 == 0 else 1
+            self._partitions = max(1, n // 4096)
             self._table.create_index(
                 "vector",
-                config=IvfPq(distance_type="dot", num_partitions=max(1, n // 4096), num_sub_vectors=sub_vectors),
+                config=IvfPq(distance_type="dot", num_partitions=self._partitions, num_sub_vectors=sub_vectors),
             )
-            vector_part = f"IVF_PQ dot, {max(1, n // 4096)} partitions, {sub_vectors} sub-vectors, " + (
-                f"nprobes auto (20), refine_factor={self._refine_factor}"
+            vector_part = f"IVF_PQ dot, {self._partitions} partitions, {sub_vectors} sub-vectors, " + (
+                f"nprobes auto (20) recommended (swept), refine_factor={self._refine_factor}"
             )
         else:
             vector_part = f"no vector index below {self._index_min_rows} rows (exact flat scan, dot)"
@@ -260,10 +278,22 @@ class LanceDBPeer:
         )
         if self._indexed:
             search = search.refine_factor(self._refine_factor)
+            if self._nprobes is not None:
+                search = search.nprobes(self._nprobes)
         result = search.to_arrow()
         ids = result["id"].to_numpy().astype(np.int64)
         # LanceDB's dot distance is 1 - <x, q>
         return _top_k(ids, 1.0 - result["_distance"].to_numpy().astype(np.float32), k)
+
+    def sweep_values(self) -> list[int]:
+        """nprobes values to measure (capped at the number of partitions; one value without an index)."""
+        if not self._indexed:
+            return [self.recommended]
+        return sweep_with(self.recommended, (5, 10, 40, 80), limit=self._partitions)
+
+    def set_param(self, value: int) -> None:
+        """Use nprobes = value (ignored by the flat scan below 100k rows)."""
+        self._nprobes = value
 
     def memory_bytes(self) -> int | None:
         """Table + index bytes on disk as LanceDB reports them (it is a disk-based store)."""

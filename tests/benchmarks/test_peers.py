@@ -18,9 +18,14 @@ LIBRARIES = {
     "numpy": "numpy",
     "faiss-flat": "faiss",
     "hnswlib": "hnswlib",
-    "qdrant": "qdrant_client",
+    "qdrant-local": "qdrant_client",
+    "qdrant-edge": "qdrant_edge",
+    "milvus": "pymilvus",
+    "usearch": "usearch",
     "lancedb": "lancedb",
 }
+# Peers with a search knob (efSearch / nprobes ...) that the benchmark sweeps.
+TUNABLE = ("hnswlib", "qdrant-edge", "milvus", "usearch", "lancedb")
 
 
 def _vectors(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -106,7 +111,7 @@ def test_fewer_allowed_rows_than_k(peer: peers.Peer, vectors: np.ndarray) -> Non
 
 def test_make_peers_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="unknown peer"):
-        peers.make_peers(["numpy", "milvus"])
+        peers.make_peers(["numpy", "weaviate"])
 
 
 def test_missing_library_names_the_peer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -114,3 +119,81 @@ def test_missing_library_names_the_peer(monkeypatch: pytest.MonkeyPatch, tmp_pat
     (peer,) = peers.make_peers(["hnswlib"])
     with pytest.raises(ImportError, match="peer 'hnswlib' needs"):
         peer.build(_vectors(10, 4), tmp_path)
+
+
+def _query_case(vectors: np.ndarray, fraction: float, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random exclusion mask, m example rows and the (slightly perturbed) example vectors."""
+    rng = np.random.default_rng(seed)
+    excluded = rng.random(len(vectors)) < fraction
+    rows = rng.choice(len(vectors), m, replace=False).astype(np.int64)
+    examples = vectors[rows] + 0.05 * rng.standard_normal((m, vectors.shape[1])).astype(np.float32)
+    return excluded, rows, examples / np.linalg.norm(examples, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5, 0.95])
+def test_tunable_peer_is_exact_at_high_search_params(
+    peer: peers.Peer, baseline: peers.Peer, vectors: np.ndarray, fraction: float
+) -> None:
+    if peer.name not in TUNABLE:
+        pytest.skip("no search knob")
+    assert peers.is_tunable(peer) and peer.recommended in peer.sweep_values()
+    peer.set_param(max(N, *peer.sweep_values()))  # search effort beyond the collection size: exhaustive
+    try:
+        for seed in range(3):
+            excluded, rows, examples = _query_case(vectors, fraction, 3, seed)
+            peer.set_excluded(excluded)
+            baseline.set_excluded(excluded)
+            got, want = peer.query(examples, K, rows), baseline.query(examples, K, rows)
+            assert got.tolist() == want.tolist()
+    finally:
+        peer.set_param(peer.recommended)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.95])
+def test_peer_never_returns_an_excluded_row_even_at_the_lowest_search_params(
+    peer: peers.Peer, vectors: np.ndarray, fraction: float
+) -> None:
+    if peers.is_tunable(peer):
+        peer.set_param(min(peer.sweep_values()))
+    try:
+        for seed in range(5):
+            excluded, rows, examples = _query_case(vectors, fraction, 1 + seed % 3, 10 + seed)
+            peer.set_excluded(excluded)
+            got = peer.query(examples, K, rows)
+            assert len(got) == K
+            assert not excluded[got].any() and not np.isin(got, rows).any()
+    finally:
+        if peers.is_tunable(peer):
+            peer.set_param(peer.recommended)
+
+
+def test_peer_ranks_by_the_best_example_not_the_average(peer: peers.Peer, vectors: np.ndarray) -> None:
+    # Two examples from different clusters: the max rule takes the nearest rows of each, the mean
+    # (or an average vector) would favour rows halfway between them.
+    peer.set_excluded(np.zeros(N, bool))
+    a = 0
+    b = int(np.argmin(vectors @ vectors[a]))
+    examples = vectors[[a, b]]
+    if peers.is_tunable(peer):
+        peer.set_param(max(N, *peer.sweep_values()))
+    try:
+        got = peer.query(examples, K, np.array([a, b]))
+    finally:
+        if peers.is_tunable(peer):
+            peer.set_param(peer.recommended)
+    best = (vectors @ examples.T).max(axis=1)
+    best[[a, b]] = -np.inf
+    assert got.tolist() == np.argsort(-best, kind="stable")[:K].tolist()
+    near_a = (vectors[got] @ vectors[a]) > (vectors[got] @ vectors[b])
+    assert near_a.any() and (~near_a).any(), "results come from both examples' neighbourhoods"
+
+
+def test_sweep_methods_name_the_parameter(peer: peers.Peer, vectors: np.ndarray) -> None:
+    methods = peers.peer_methods(peer, vectors, K)
+    if peers.is_tunable(peer):
+        assert list(methods) == [f"{peer.name}@{peer.param}={v}" for v in peer.sweep_values()]
+    else:
+        assert list(methods) == [peer.name]
+    rows = np.array([1, 2])
+    for run in methods.values():
+        assert len(run(rows)) == K
