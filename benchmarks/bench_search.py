@@ -120,15 +120,23 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     out["bandwidth"] = bandwidth(vectors)
     tmp = Path(tempfile.mkdtemp(prefix="edgemine-bench-", dir=args.tmp))
     rss0 = rss_bytes()
-    build_s, index_info = build_bundle(vectors, tmp / "bundle", parse_memory(args.memory_budget))
-    runtime = Runtime(tmp / "bundle")
+    bundle = args.reuse_bundle or tmp / "bundle"
+    if args.reuse_bundle:
+        build_s, index_info = 0.0, load_current(bundle).manifest.index.model_dump()
+    else:
+        build_s, index_info = build_bundle(vectors, bundle, parse_memory(args.memory_budget))
+    runtime = Runtime(bundle)
     loaded = runtime.current()
     ann: Miner = loaded.miner
+    if args.reuse_bundle:
+        StateDB(bundle / "state.sqlite").set_state(list(loaded.snapshot.image_ids), "unlabeled")
+        if not index_info.get("filtered") and ann.searcher is not None:
+            index_info["filtered"] = _tune_filtered(ann.searcher, vectors, args.seed)
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
     ids = loaded.snapshot.image_ids
     out["edgemine"] = {"build_s": round(build_s, 2), "index": index_info,
                        "rss_after_load_MB": round((rss_bytes() - rss0) / 2**20, 1)}
-    state = StateDB(tmp / "bundle" / "state.sqlite")
+    state = StateDB(bundle / "state.sqlite")
     peers = []
     for peer in peers_mod.make_peers(args.peers) if peers_mod else []:
         before = rss_bytes()
@@ -224,6 +232,27 @@ def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndar
     return [{"method": name, **summarize(times[name], recalls[name]), "pass_p50_ms": floor} for name in names]
 
 
+def _tune_filtered(searcher: Any, vectors: np.ndarray, seed: int) -> list[dict[str, Any]]:
+    """Tune the exclusion levels of a reused bundle built before `index.filtered` existed.
+
+    Its training sample is redrawn as the build drew it (same seed, same size), so the example
+    sets are held out as in a fresh build; the levels apply to this run's searcher only.
+    """
+    from edgemine.search.build import train_sample_size
+    from edgemine.search.filtered import tune_filtered
+    from edgemine.search.maintain import TUNE_QUERIES
+    from edgemine.search.tune import held_out_rows
+
+    n = len(vectors)
+    size = train_sample_size(n, searcher.ivf.nlist if searcher.ivf is not None else None, TUNE_QUERIES)
+    train = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    start = time.perf_counter()
+    levels = tune_filtered(searcher, vectors, held_out_rows(n, train), k=100, seed=seed + 2)
+    print(f"filtered tuning of the reused bundle: {time.perf_counter() - start:.1f} s", flush=True)
+    return [{"excluded": lv.excluded, "params": lv.params, "met_target": lv.met_target,
+             "recall": {str(m): r for m, r in lv.recall.items()}} for lv in levels]
+
+
 def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int, strategy: str = "max") -> list[int]:
     result = miner.mine(MineQuery(positive_ids=[ids[r] for r in rows], k=k, strategy=strategy))  # type: ignore[arg-type]
     return [int(c.image_id[3:]) for c in result.candidates]
@@ -237,6 +266,7 @@ def markdown(res: dict[str, Any]) -> str:
              f"embeddings: {res['bandwidth']['gemv_pass_ms']} ms). edgemine index: "
              f"`{res['edgemine']['index']['factory']}`, params {res['edgemine']['index']['search_params']}, "
              f"build {res['edgemine']['build_s']} s, {res['edgemine']['index']['bytes_per_vector']} B/vector. "
+             f"Tuned per exclusion level: {_levels(res['edgemine']['index'].get('filtered') or [])}. "
              f"Peak RSS {res['peak_rss_MB']} MB.", "",
              "`/ pass`: p50 over one bandwidth pass (GEMV over the embeddings) timed between the same "
              "queries (median).", "",
@@ -264,6 +294,11 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _levels(levels: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{lv['excluded']:.0%} excluded: {lv['params']} recall {lv['recall']}"
+                     f"{'' if lv['met_target'] else ' (target not met)'}" for lv in levels) or "none (1/p rule)"
+
+
 def _per_pass(row: dict[str, Any]) -> str:
     floor = row.get("pass_p50_ms")
     return f"{row['p50_ms'] / floor:.1%}" if floor else ""
@@ -285,6 +320,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="scratch directory (bundles, peer indexes)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/search"))
+    parser.add_argument("--reuse-bundle", type=Path, default=None,
+                        help="an existing bench bundle of the same size and seed (no build; every row "
+                             "reset to unlabeled; exclusion levels tuned here if its manifest has none)")
     args = parser.parse_args()
     args.examples = [int(x) for x in args.examples.split(",")]
     args.excluded = [float(x) for x in args.excluded.split(",")]
