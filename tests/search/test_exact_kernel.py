@@ -73,3 +73,27 @@ def test_exact_max_strategy_scores_equal_numpy(kit: Any) -> None:
     want = np.where(eligible, sp.max(axis=1) - 0.5 * sn.max(axis=1), -np.inf)
     np.testing.assert_allclose(got.score, want, atol=1e-5)
     np.testing.assert_allclose(got.nearest_sim, sp.max(axis=1), atol=1e-5)
+
+
+def _openblas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if "scipy_openblas" in i["filepath"]]
+
+
+def test_single_threaded_blas_scopes_nest_and_restore_the_thread_count() -> None:
+    """Inside any scope numpy's BLAS runs on one thread; the last scope to leave restores the count."""
+    from edgemine.search.blas import _setter, single_threaded_blas
+
+    if _setter() is None:
+        pytest.skip("numpy's BLAS is not OpenBLAS >= 0.3.27 here: the scope changes nothing")
+    before = _openblas_threads()
+    with single_threaded_blas():
+        assert _openblas_threads() == [1]
+        with single_threaded_blas():
+            assert _openblas_threads() == [1]
+        assert _openblas_threads() == [1]
+    assert _openblas_threads() == before
+    E = np.ones((exact.PARALLEL_MIN_ROWS + 5, 8), np.float32)
+    exact.max_and_argmax(E, np.ones((3, 8), np.float32))
+    assert _openblas_threads() == before
