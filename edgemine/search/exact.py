@@ -78,6 +78,11 @@ def max_and_argmax(embeddings: Vectors | npt.NDArray[np.float16], vectors: Vecto
     best = np.empty(n, np.float32)
     arg = np.empty(n, np.int64)
     block = block_rows(d, emb.dtype.itemsize)
+    if len(right) == 1 and emb.dtype == np.float32:
+        # One example: a GEMV is already one memory-bound pass (OpenBLAS threads it over the cores).
+        np.matmul(emb, right[0], out=best)
+        arg[:] = 0
+        return best, arg
     with single_threaded_blas():
         if n < PARALLEL_MIN_ROWS or not parallel:
             _scan(emb, right, 0, n, block, best, arg)
