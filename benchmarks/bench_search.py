@@ -130,7 +130,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     ann: Miner = loaded.miner
     if args.reuse_bundle:
         StateDB(bundle / "state.sqlite").set_state(list(loaded.snapshot.image_ids), "unlabeled")
-        if not index_info.get("filtered") and ann.searcher is not None:
+        if ann.searcher is not None:  # the levels as the current code tunes them
             index_info["filtered"] = _tune_filtered(ann.searcher, vectors, args.seed)
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
     ids = loaded.snapshot.image_ids
@@ -233,7 +233,7 @@ def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndar
 
 
 def _tune_filtered(searcher: Any, vectors: np.ndarray, seed: int) -> list[dict[str, Any]]:
-    """Tune the exclusion levels of a reused bundle built before `index.filtered` existed.
+    """Tune the exclusion levels of a reused bundle (its manifest's levels may be older or absent).
 
     Its training sample is redrawn as the build drew it (same seed, same size), so the example
     sets are held out as in a fresh build; the levels apply to this run's searcher only.
@@ -322,7 +322,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results/search"))
     parser.add_argument("--reuse-bundle", type=Path, default=None,
                         help="an existing bench bundle of the same size and seed (no build; every row "
-                             "reset to unlabeled; exclusion levels tuned here if its manifest has none)")
+                             "reset to unlabeled; exclusion levels re-tuned in the run by the current code)")
     args = parser.parse_args()
     args.examples = [int(x) for x in args.examples.split(",")]
     args.excluded = [float(x) for x in args.excluded.split(",")]

@@ -7,7 +7,8 @@ for one example at 50% excluded). So the build measures it: at each exclusion le
 EXCLUSION_LEVELS and for each example count of EXAMPLE_COUNTS, recall@k of the miner's own search
 path ("max" rule: candidates of all examples at once, pruned on approximate scores, re-scored
 exactly) against exact filtered search, and keeps per level the cheapest parameters that reach the
-target for every example count, or the best recall found, flagged as not met. The searcher
+target for every example count (the mean recall less one standard error over the example sets),
+or the best recall found, flagged as not met. The searcher
 interpolates between the levels (Searcher.scaled).
 
 Examples are held out: single examples are rows outside the training sample; a set of several is
@@ -167,7 +168,11 @@ def _measure(searcher: Searcher, embeddings: Vectors, cases: list[tuple[int, Row
         spent += time.perf_counter() - start
         recalls.setdefault(m, []).append(len(np.intersect1d(got, truth)) / max(1, len(truth)))
     recall = {m: round(float(np.mean(v)), 4) for m, v in recalls.items()}
-    met = len(recall) == len(EXAMPLE_COUNTS) and min(recall.values()) >= (stop_below or 0.0)
+    # Met when even the mean less one standard error reaches the target: a level chosen on a
+    # sample of example sets must not hold only on that sample (measured: 0.951 in tuning at 50%
+    # excluded, 0.94 on the benchmark's own queries).
+    lower = [float(np.mean(v) - np.std(v) / np.sqrt(len(v))) for v in recalls.values()]
+    met = len(recall) == len(EXAMPLE_COUNTS) and min(lower) >= (stop_below or 0.0)
     return LevelResult(excluded, dict(params), recall, met and stop_below is not None,
                        spent * 1e3 / max(1, sum(len(v) for v in recalls.values())))
 
