@@ -88,10 +88,18 @@ def search_set(searcher: Searcher, embeddings: Vectors, rows: Rows, eligible: np
 
 
 def _truth(embeddings: Vectors, rows: Rows, eligible: npt.NDArray[np.bool_], k: int) -> Rows:
+    return _truths(embeddings, rows, [eligible], k)[0]
+
+
+def _truths(embeddings: Vectors, rows: Rows, masks: list[npt.NDArray[np.bool_]], k: int) -> list[Rows]:
+    """Exact filtered top-k of one example set under each eligibility mask (one pass over E)."""
     score, _ = max_and_argmax(embeddings, np.ascontiguousarray(embeddings[rows], np.float32))
-    score[~eligible] = -np.inf
-    kk = min(k, int(eligible.sum()))
-    return np.argpartition(-score, kk - 1)[:kk] if kk else np.empty(0, np.int64)
+    out = []
+    for eligible in masks:
+        masked = np.where(eligible, score, -np.inf)
+        kk = min(k, int(eligible.sum()))
+        out.append(np.argpartition(-masked, kk - 1)[:kk] if kk else np.empty(0, np.int64))
+    return out
 
 
 def tune_filtered(searcher: Searcher, embeddings: Vectors, pool: Rows, *, k: int = 100,
@@ -113,14 +121,16 @@ def tune_filtered(searcher: Searcher, embeddings: Vectors, pool: Rows, *, k: int
     draw = np.random.default_rng(seed + 1).random(n)
     results: list[LevelResult] = []
     searcher.filtered = []
-    for excluded in EXCLUSION_LEVELS:
-        level = draw >= excluded
-        cases = []
-        for m, group in sets.items():
-            for rows in group:
-                eligible = level.copy()
-                eligible[rows] = False  # an example is never its own candidate
-                cases.append((m, rows, eligible, _truth(embeddings, rows, eligible, k)))
+    levels = [draw >= excluded for excluded in EXCLUSION_LEVELS]
+    by_level: list[list[tuple[int, Rows, npt.NDArray[np.bool_], Rows]]] = [[] for _ in levels]
+    for m, group in sets.items():
+        for rows in group:
+            masks = [level.copy() for level in levels]
+            for mask in masks:
+                mask[rows] = False  # an example is never its own candidate
+            for cases, mask, truth in zip(by_level, masks, _truths(embeddings, rows, masks, k), strict=True):
+                cases.append((m, rows, mask, truth))
+    for excluded, level, cases in zip(EXCLUSION_LEVELS, levels, by_level, strict=True):
         fraction = float(level.mean())
         best: LevelResult | None = None
         for step in RERANK_STEPS:
