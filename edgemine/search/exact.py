@@ -22,8 +22,9 @@ import numpy.typing as npt
 from edgemine.models.vectors import Vectors
 from edgemine.search.blas import single_threaded_blas
 
-# Bytes of embeddings per block: ~half an L2 (2 MiB per core on the machines measured), leaving
-# room for the GEMM's packed copy and the m x block similarities.
+# Bytes of embeddings per block (64 rows at d = 512): fits L2 with the GEMM's packed copy and the
+# m x block similarities. Measured at 1M x 512, 10 examples: 128 KiB 2.4x one GEMV pass, 64 KiB
+# 4.8x, 256 KiB 3.2x, 1 MiB 3.3x (benchmarks/results/2026-12-01/search-core-notes.md).
 BLOCK_BYTES = 128 * 1024
 # Fewer rows than this run on the calling thread: handing work to the pool costs more.
 PARALLEL_MIN_ROWS = 65_536
