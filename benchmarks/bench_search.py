@@ -125,8 +125,10 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     out["bandwidth"] = bandwidth(vectors)
     tmp = Path(tempfile.mkdtemp(prefix="edgemine-bench-", dir=args.tmp))
     rss0 = rss_bytes()
-    bundle = args.bundle or tmp / "bundle"
-    if args.bundle and (bundle / "state.sqlite").exists():
+    bundle = args.reuse_bundle or args.bundle or tmp / "bundle"
+    if args.reuse_bundle:
+        build_s, index_info = 0.0, load_current(bundle).manifest.index.model_dump()
+    elif args.bundle and (bundle / "state.sqlite").exists():
         # Reuse a bundle built from the same --seed/--sizes (1M runs split by peer to fit in memory):
         # every row back to unlabeled first.
         build_s, index_info = -1.0, load_current(bundle).manifest.index.model_dump()
@@ -137,6 +139,10 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
     runtime = Runtime(bundle)
     loaded = runtime.current()
     ann: Miner = loaded.miner
+    if args.reuse_bundle:
+        StateDB(bundle / "state.sqlite").set_state(list(loaded.snapshot.image_ids), "unlabeled")
+        if ann.searcher is not None:  # the levels as the current code tunes them
+            index_info["filtered"] = _tune_filtered(ann.searcher, vectors, args.seed)
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
     ids = loaded.snapshot.image_ids
     out["edgemine"] = {"build_s": round(build_s, 2), "index": index_info,
@@ -155,6 +161,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
         print(json.dumps({"built": peer.name, **out["peers"][peer.name]}), flush=True)
         peers.append(peer)
     default_threads = faiss.omp_get_max_threads()
+    ones = np.ones(args.dim, np.float32)
     rng = np.random.default_rng(args.seed + 1)
     order = rng.permutation(n)
     results: list[dict[str, Any]] = []
@@ -189,7 +196,7 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
                 for name, method in peers_mod.peer_methods(peer, vectors, args.k).items():
                     methods[name] = method
                     truths[name] = truth
-            for row in _measure(methods, truths, sets, args, default_threads):
+            for row in _measure(methods, truths, sets, args, default_threads, lambda: vectors @ ones):
                 results.append({"method": row.pop("method"), "examples": m, "excluded": frac, **row})
                 print(json.dumps(results[-1]), flush=True)
     for peer in peers:
@@ -202,11 +209,13 @@ def run_size(n: int, args: argparse.Namespace, peers_mod: Any) -> dict[str, Any]
 
 
 def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndarray],
-             args: argparse.Namespace, default_threads: int) -> list[dict[str, Any]]:
+             args: argparse.Namespace, default_threads: int, one_pass: Any) -> list[dict[str, Any]]:
     """Time every method on every query set, interleaved (set by set, in rotating order).
 
     Interleaving spreads any background load over all methods alike, so their ratios hold even on
     a shared machine; each method still stops after `seconds_per_scenario` (and >= 3 queries).
+    One bandwidth pass (a GEMV over the float32 embeddings) is timed with every query set too:
+    each row's `pass_p50_ms` is the floor measured under the same load as its latencies.
     """
     names = list(methods)
 
@@ -222,7 +231,9 @@ def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndar
     times: dict[str, list[float]] = {name: [] for name in names}
     recalls: dict[str, list[float]] = {name: [] for name in names}
     spent = dict.fromkeys(names, 0.0)
+    passes: list[float] = []
     for i, rows in enumerate(sets):
+        passes.append(_timed(one_pass))
         for name in names[i % len(names):] + names[:i % len(names)]:
             if spent[name] > args.seconds_per_scenario and len(times[name]) >= 3:
                 continue
@@ -232,7 +243,29 @@ def _measure(methods: dict[str, Any], truths: dict[str, Any], sets: list[np.ndar
             times[name].append(took)
             spent[name] += took
             recalls[name].append(len(np.intersect1d(got[: args.k], truths[name][i])) / args.k)
-    return [{"method": name, **summarize(times[name], recalls[name])} for name in names]
+    floor = round(float(np.median(passes)) * 1e3, 3)
+    return [{"method": name, **summarize(times[name], recalls[name]), "pass_p50_ms": floor} for name in names]
+
+
+def _tune_filtered(searcher: Any, vectors: np.ndarray, seed: int) -> list[dict[str, Any]]:
+    """Tune the exclusion levels of a reused bundle (its manifest's levels may be older or absent).
+
+    Its training sample is redrawn as the build drew it (same seed, same size), so the example
+    sets are held out as in a fresh build; the levels apply to this run's searcher only.
+    """
+    from edgemine.search.build import train_sample_size
+    from edgemine.search.filtered import tune_filtered
+    from edgemine.search.maintain import TUNE_QUERIES
+    from edgemine.search.tune import held_out_rows
+
+    n = len(vectors)
+    size = train_sample_size(n, searcher.ivf.nlist if searcher.ivf is not None else None, TUNE_QUERIES)
+    train = np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+    start = time.perf_counter()
+    levels = tune_filtered(searcher, vectors, held_out_rows(n, train), k=100, seed=seed + 2)
+    print(f"filtered tuning of the reused bundle: {time.perf_counter() - start:.1f} s", flush=True)
+    return [{"excluded": lv.excluded, "params": lv.params, "met_target": lv.met_target,
+             "recall": {str(m): r for m, r in lv.recall.items()}} for lv in levels]
 
 
 def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int, strategy: str = "max") -> list[int]:
@@ -248,14 +281,17 @@ def markdown(res: dict[str, Any]) -> str:
              f"embeddings: {res['bandwidth']['gemv_pass_ms']} ms). edgemine index: "
              f"`{res['edgemine']['index']['factory']}`, params {res['edgemine']['index']['search_params']}, "
              f"build {res['edgemine']['build_s']} s, {res['edgemine']['index']['bytes_per_vector']} B/vector. "
+             f"Tuned per exclusion level: {_levels(res['edgemine']['index'].get('filtered') or [])}. "
              f"Peak RSS {res['peak_rss_MB']} MB.", "",
-             "| method | examples | excluded | p50 ms | p99 ms | QPS | recall@k | speed-up vs numpy (p50) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "`/ pass`: p50 over one bandwidth pass (GEMV over the embeddings) timed between the same "
+             "queries (median).", "",
+             "| method | examples | excluded | p50 ms | p99 ms | QPS | recall@k | vs numpy (p50) | p50 / pass |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in res["results"]:
         ref = base.get((r["examples"], r["excluded"]))
         ratio = f"{ref['p50_ms'] / r['p50_ms']:.1f}x" if ref else ""
         lines.append(f"| {r['method']} | {r['examples']} | {r['excluded']:.0%} | {r['p50_ms']} | {r['p99_ms']} | "
-                     f"{r['qps']} | {r['recall']} | {ratio} |")
+                     f"{r['qps']} | {r['recall']} | {ratio} | {_per_pass(r)} |")
     maxes = {(r["examples"], r["excluded"]): r for r in res["results"] if r["method"] == "edgemine-auto"}
     probes = [r for r in res["results"] if r["method"] == "edgemine-probe"]
     if probes:
@@ -271,6 +307,16 @@ def markdown(res: dict[str, Any]) -> str:
         for name, p in res["peers"].items():
             lines.append(f"| {name} | {p['build_s']} | {p['bytes_per_vector']} | {p['notes']} |")
     return "\n".join(lines) + "\n"
+
+
+def _levels(levels: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{lv['excluded']:.0%} excluded: {lv['params']} recall {lv['recall']}"
+                     f"{'' if lv['met_target'] else ' (target not met)'}" for lv in levels) or "none (1/p rule)"
+
+
+def _per_pass(row: dict[str, Any]) -> str:
+    floor = row.get("pass_p50_ms")
+    return f"{row['p50_ms'] / floor:.1%}" if floor else ""
 
 
 def main() -> None:
@@ -293,6 +339,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tmp", default=None, help="scratch directory (bundles, peer indexes)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/search"))
+    parser.add_argument("--reuse-bundle", type=Path, default=None,
+                        help="an existing bench bundle of the same size and seed (no build; every row "
+                             "reset to unlabeled; exclusion levels re-tuned in the run by the current code)")
     args = parser.parse_args()
     args.examples = [int(x) for x in args.examples.split(",")]
     args.excluded = [float(x) for x in args.excluded.split(",")]

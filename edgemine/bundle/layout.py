@@ -51,6 +51,15 @@ class ModelInfo(BaseModel):
     pretrained: str
 
 
+class FilteredTuning(BaseModel):
+    """Search parameters tuned at one exclusion level, and the recall@k they measured."""
+
+    excluded: float  # fraction of rows not eligible (labeled, filtered out)
+    params: dict[str, float]
+    recall: dict[str, float]  # by number of examples ("1", "10", "50")
+    met_target: bool
+
+
 class IndexInfo(BaseModel):
     """Which FAISS index is stored and how it was tuned."""
 
@@ -69,6 +78,8 @@ class IndexInfo(BaseModel):
     target_recall: float | None = None
     p50_ms: float | None = None
     p99_ms: float | None = None
+    # How nprobe / efSearch (and re-ranking) grow with exclusion (search/filtered.py); empty: 1/p.
+    filtered: list[FilteredTuning] = Field(default_factory=list)
 
 
 class Counts(BaseModel):

@@ -10,12 +10,13 @@ import numpy as np
 import numpy.typing as npt
 
 from edgemine.bundle.errors import BundleError
-from edgemine.bundle.layout import IndexInfo
+from edgemine.bundle.layout import FilteredTuning, IndexInfo
 from edgemine.models.vectors import Vectors
 from edgemine.search.build import add_vectors, build_index, index_bytes, ivf_of
+from edgemine.search.filtered import tune_filtered
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET, IndexPlan, choose_index
 from edgemine.search.searcher import Searcher
-from edgemine.search.tune import tune
+from edgemine.search.tune import held_out_rows, tune
 
 # Retrain when more than this fraction of the index was added after training: the coarse
 # quantizer then no longer reflects the data (recorded data drifts over time).
@@ -85,6 +86,10 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
         info.search_params, info.held_out_queries = result.params, result.held_out_queries
         info.tuned_k, info.recall_at_k, info.target_recall = result.k, round(result.recall, 4), TARGET_RECALL
         info.p50_ms, info.p99_ms = round(result.p50_ms, 3), round(result.p99_ms, 3)
+        levels = tune_filtered(searcher, embeddings, held_out_rows(n, stats.train_rows), k=result.k,
+                               target=TARGET_RECALL, seed=seed + 2)
+        info.filtered = [FilteredTuning(excluded=lv.excluded, params=lv.params, met_target=lv.met_target,
+                                        recall={str(m): r for m, r in lv.recall.items()}) for lv in levels]
     info.build_seconds = round(time.perf_counter() - started, 3)
     info.bytes_per_vector = round(index_bytes(index) / max(n, 1), 2)
     return index, info

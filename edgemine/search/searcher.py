@@ -8,13 +8,16 @@ searches the eligible rows exactly (numpy GEMM), which is then both faster and e
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from edgemine.models.vectors import Vectors
+from edgemine.search.blas import single_threaded_blas
 from edgemine.search.build import ivf_of
 from edgemine.search.kmeans import assign
 
@@ -31,10 +34,14 @@ MIN_DEPTH = 100
 class Searcher:
     """Search one index with a per-query eligibility mask."""
 
-    def __init__(self, index: Any, kind: str, params: dict[str, float], vec_ids: npt.NDArray[np.int64]) -> None:
+    def __init__(self, index: Any, kind: str, params: dict[str, float], vec_ids: npt.NDArray[np.int64],
+                 filtered: Sequence[tuple[float, dict[str, float]]] = ()) -> None:
         self.index = index
         self.kind = kind
         self.params = params
+        # (eligible fraction, params tuned there) from the build (IndexInfo.filtered); empty for
+        # bundles built before it: nprobe / efSearch then scale by 1 / fraction.
+        self.filtered = sorted(filtered, key=lambda point: -point[0])
         self.n = len(vec_ids)
         self.vec_ids = vec_ids
         self.identity_ids = bool(self.n == 0 or (vec_ids[0] == 0 and vec_ids[-1] == self.n - 1
@@ -57,6 +64,33 @@ class Searcher:
             flat_quantizer = isinstance(faiss.downcast_index(self.ivf.quantizer), faiss.IndexFlat)
             if flat_quantizer and isinstance(index, faiss.IndexIVF):
                 self.centroids = np.ascontiguousarray(self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist).T)
+
+    def scaled(self, fraction: float) -> dict[str, float]:
+        """Return the search parameters for queries where `fraction` of the rows are eligible.
+
+        Between two tuned exclusion levels, nprobe / efSearch are interpolated log-linearly in the
+        fraction (and the larger re-ranking factor of the two kept); beyond the most restrictive
+        level they grow by 1 / fraction from it. Without tuned levels: the base value / fraction.
+        """
+        key = "nprobe" if self.kind == "ivf" else "efSearch"
+        base = {key: self.params.get(key, 16.0 if key == "nprobe" else 64.0),
+                "rerank_factor": self.params.get("rerank_factor", 1.0)}
+        if not self.filtered:
+            return {key: base[key] / fraction, "rerank_factor": base["rerank_factor"]}
+        # A tuned level at fraction 1.0 (no exclusion, several examples) replaces the base.
+        points = sorted(dict([(1.0, base), *self.filtered]).items(), key=lambda point: -point[0])
+        if fraction >= points[0][0]:
+            return dict(points[0][1])
+        for (hi, upper), (lo, lower) in itertools.pairwise(points):
+            if fraction == lo:
+                return dict(lower)
+            if lo < fraction < hi:
+                t = math.log(hi / fraction) / math.log(hi / lo)
+                value = math.exp((1 - t) * math.log(upper[key]) + t * math.log(lower[key]))
+                return {key: value, "rerank_factor": max(upper.get("rerank_factor", 1.0),
+                                                         lower.get("rerank_factor", 1.0))}
+        lo, lower = points[-1]
+        return {key: lower[key] * lo / fraction, "rerank_factor": lower.get("rerank_factor", 1.0)}
 
     @property
     def exact(self) -> bool:
@@ -90,34 +124,44 @@ class Searcher:
         fraction = count / self.n
         if fraction < MIN_FRACTION.get(self.kind, 1.0) or count <= depth:
             return None
-        fetch = int(max(depth, MIN_DEPTH) * self.params.get("rerank_factor", 1.0))
+        params = self.scaled(fraction)
+        rerank = params["rerank_factor"]
+        fetch = int(max(depth, MIN_DEPTH) * rerank)
         queries = np.ascontiguousarray(queries, np.float32)
         sel, _keep = self._selector(eligible)
-        if self.kind == "ivf":
-            found_ = self._search_ivf(queries, fetch, fraction, sel, breadth)
-        else:
-            found_ = self._search_hnsw(queries, fetch, fraction, sel, breadth)
+        with single_threaded_blas():  # the centroid product is tiny: no BLAS thread hand-off
+            found_ = self._search(queries, fetch, params, breadth, sel)
         if found_ is None:
             return None
+        return self._pool(found_, keep, len(queries), rerank)
+
+    def _search(self, queries: Vectors, fetch: int, params: dict[str, float], breadth: float,
+                sel: Any) -> Found | None:
+        if self.kind == "ivf":
+            return self._search_ivf(queries, fetch, params["nprobe"] * breadth, sel)
+        base_ef = self.params.get("efSearch", 64.0)
+        return self._search_hnsw(queries, fetch, base_ef * breadth, params["efSearch"] / base_ef, sel)
+
+    def _pool(self, found_: Found, keep: int | None, n_queries: int, rerank: float) -> Rows:
+        """Return the candidate rows: all found, or the best `keep` x rerank by approximate score."""
         dist, labels = found_
         valid = labels >= 0
-        if keep is not None and len(queries) > 1 and self.reliable_distances:
+        if keep is not None and n_queries > 1 and self.reliable_distances:
             flat_labels, flat_dist = labels[valid], dist[valid]
             order = np.argsort(-flat_dist, kind="stable")
             ranked, first = np.unique(flat_labels[order], return_index=True)
-            found = ranked[np.argsort(first)][: int(max(keep, MIN_DEPTH) * self.params.get("rerank_factor", 1.0))]
+            found = ranked[np.argsort(first)][: int(max(keep, MIN_DEPTH) * rerank)]
         else:
             found = np.unique(labels[valid])
         rows = self.row_of_vec[found]
         return rows[rows >= 0]
 
-    def _search_ivf(self, queries: Vectors, fetch: int, fraction: float, sel: Any,
-                    breadth: float = 1.0) -> Found | None:
+    def _search_ivf(self, queries: Vectors, fetch: int, probes: float, sel: Any) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
         assert self.ivf is not None
         nlist = self.ivf.nlist
-        nprobe = min(nlist, math.ceil(self.params.get("nprobe", 16) * breadth / fraction))
+        nprobe = min(nlist, math.ceil(probes - 1e-9))
         if nprobe > nlist // 2:
             return None
         params = faiss.SearchParametersIVF()
@@ -135,11 +179,11 @@ class Searcher:
                                       faiss.swig_ptr(labels), False, params, None)
         return dist, labels
 
-    def _search_hnsw(self, queries: Vectors, fetch: int, fraction: float, sel: Any,
-                     breadth: float = 1.0) -> Found | None:
+    def _search_hnsw(self, queries: Vectors, fetch: int, ef_base: float, scale: float, sel: Any) -> Found | None:
         faiss: Any = importlib.import_module("faiss")
 
-        ef = int(min(MAX_EF, max(fetch, self.params.get("efSearch", 64) * breadth) / fraction))
+        # The walk's breadth grows with exclusion (`scale`), for the fetch depth as for efSearch.
+        ef = int(min(MAX_EF, max(fetch, ef_base) * scale))
         params = faiss.SearchParametersHNSW()
         params.efSearch = ef
         params.sel = sel

@@ -70,6 +70,12 @@ def measure(searcher: Searcher, embeddings: Vectors, queries: Vectors, qrows: np
     return float(np.mean(recalls)), times
 
 
+def held_out_rows(n: int, exclude_rows: npt.NDArray[np.int64] | None) -> npt.NDArray[np.int64]:
+    """Return the rows outside `exclude_rows` (the training sample), or every row if none is left."""
+    pool = np.setdiff1d(np.arange(n), exclude_rows if exclude_rows is not None else [])
+    return pool if len(pool) else np.arange(n)
+
+
 def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float = 0.95,
          n_queries: int = 200, exclude_rows: npt.NDArray[np.int64] | None = None, seed: int = 1) -> TuneResult:
     """Pick the cheapest parameters reaching `target` recall@k (or the best found, flagged).
@@ -80,10 +86,8 @@ def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float
     if searcher.exact:
         return TuneResult(k=k)
     rng = np.random.default_rng(seed)
-    pool = np.setdiff1d(np.arange(searcher.n), exclude_rows if exclude_rows is not None else [])
-    held_out = len(pool) > 0
-    if not held_out:
-        pool = np.arange(searcher.n)
+    pool = held_out_rows(searcher.n, exclude_rows)
+    held_out = exclude_rows is None or len(np.unique(exclude_rows)) < searcher.n
     qrows = np.sort(rng.choice(pool, min(n_queries, len(pool)), replace=False))
     queries = np.ascontiguousarray(embeddings[qrows], np.float32)
     k = min(k, searcher.n - 1)

@@ -13,8 +13,9 @@ With S = E P^T and T = E N^T (cosine similarities) and w the negative weight:
 
 The example a row is "closest to" is argmax_j S_ij whatever the strategy.
 
-S and T are never held whole: rows (max, nearest) or examples (rrf) are taken in blocks of at
-most `limits.SCORE_BLOCK_CELLS` similarities, so memory is O(rows x block), not O(rows x examples).
+S and T are never held whole: for max and nearest, rows go in cache-sized blocks, all examples
+at once, in one pass over E (search/exact.py); for rrf, examples go in blocks of at most
+`limits.SCORE_BLOCK_CELLS` similarities. Memory is O(rows x block), not O(rows x examples).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.search.exact import max_and_argmax
 from edgemine.service import limits
 from edgemine.service.probe import Probe
 
@@ -80,17 +82,8 @@ def mean_direction(vectors: Vectors, role: str) -> Vectors:
 
 
 def _max_and_argmax(embeddings: Vectors, vectors: Vectors) -> tuple[FloatArray, npt.NDArray[np.int64]]:
-    """Return max_j and argmax_j of E V^T per row, computed in row blocks."""
-    n, m = len(embeddings), len(vectors)
-    best = np.empty(n, np.float32)
-    arg = np.empty(n, np.int64)
-    right = np.ascontiguousarray(vectors, np.float32).T
-    step = max(1, limits.SCORE_BLOCK_CELLS // max(m, 1))
-    for start in range(0, n, step):
-        block = np.asarray(embeddings[start:start + step] @ right, np.float32)
-        arg[start:start + step] = np.argmax(block, axis=1)
-        best[start:start + step] = block[np.arange(len(block)), arg[start:start + step]]
-    return best, arg
+    """Return max_j and argmax_j of E V^T per row: one blocked pass over E (search/exact.py)."""
+    return max_and_argmax(embeddings, vectors)
 
 
 def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:

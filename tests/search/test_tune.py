@@ -235,3 +235,102 @@ def test_tiny_index_trains_on_everything_and_says_so(kit: Any) -> None:
     X = kit.clustered(250, 16, clusters=6, seed=4)
     _, info = maintain.make_index(X, np.arange(250, dtype=np.int64), spec="IVF8,Flat")
     assert info.train_size == 250 and info.held_out_queries == 0 and info.recall_at_k is not None
+
+
+# --- Recall kept under filtering: tuned per exclusion level (search/filtered.py) ------------------
+
+FN, FD = 12_000, 32
+
+
+@pytest.fixture(scope="module")
+def filtered_kit(kit: Any) -> Any:
+    """An IVF128,SQ8 index on clustered data, tuned unfiltered and then per exclusion level."""
+    from edgemine.search import filtered as filtered_mod
+
+    X = kit.clustered(FN, FD, clusters=48, spread=0.17, seed=8)
+    vec_ids = np.arange(FN, dtype=np.int64)
+    index, stats = build_index(X, vec_ids, choose_index(FN, FD, forced="IVF128,SQ8"), hold_out=200)
+    searcher = Searcher(index, "ivf", {}, vec_ids)
+    tune(searcher, X, k=100, exclude_rows=stats.train_rows)
+    base = dict(searcher.params)
+    pool = tune_mod.held_out_rows(FN, stats.train_rows)
+    levels = filtered_mod.tune_filtered(searcher, X, pool, k=100)
+    return X, searcher, base, pool, levels, stats.train_rows
+
+
+def test_filtered_tuning_reaches_the_target_at_every_exclusion_level_and_example_count(filtered_kit: Any) -> None:
+    from edgemine.search import filtered as filtered_mod
+
+    _, searcher, _, _, levels, _ = filtered_kit
+    assert [lv.excluded for lv in levels] == list(filtered_mod.EXCLUSION_LEVELS)
+    for lv in levels:
+        assert lv.met_target and set(lv.recall) == set(filtered_mod.EXAMPLE_COUNTS)
+        assert min(lv.recall.values()) >= 0.95
+    assert searcher.filtered == [(1.0 - lv.excluded, lv.params) for lv in levels]
+
+
+def test_filtered_tuning_recall_holds_on_fresh_example_sets_and_exclusions(filtered_kit: Any) -> None:
+    """Other held-out example sets, another random exclusion: recall@100 stays at the target
+    (within the sampling noise of 60 single-example sets) at 0%, 50% and 95% excluded."""
+    from edgemine.search import filtered as filtered_mod
+
+    X, searcher, _, pool, _, train_rows = filtered_kit
+    sets = filtered_mod.example_sets(X, pool, seed=99)
+    assert not set(np.concatenate(sets[1]).tolist()) & set(train_rows.tolist())  # held out
+    draw = np.random.default_rng(5).random(FN)
+    for excluded in (0.0, 0.5, 0.95):
+        for m, group in sets.items():
+            recalls = []
+            for rows in group:
+                eligible = draw >= excluded
+                eligible[rows] = False
+                got = filtered_mod.search_set(searcher, X, rows, eligible, 100)
+                truth = kit_truth(X, rows, eligible, 100)
+                assert not set(got.tolist()) & set(np.flatnonzero(~eligible).tolist())
+                recalls.append(len(np.intersect1d(got, truth)) / 100)
+            assert np.mean(recalls) >= 0.93, (excluded, m, np.mean(recalls))
+
+
+def kit_truth(X: np.ndarray, rows: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
+    """Exact filtered top-k by max similarity to the examples (float64 numpy)."""
+    score = (X.astype(np.float64) @ X[rows].astype(np.float64).T).max(axis=1)
+    score[~eligible] = -np.inf
+    return np.argsort(-score, kind="stable")[:k]
+
+
+def test_a_level_no_probe_count_reaches_is_searched_exactly(filtered_kit: Any) -> None:
+    """At 95% excluded only 600 rows are eligible: if no nprobe <= nlist/2 reaches the target the
+    level records nprobe = nlist, where the searcher defers to exact search (recall 1)."""
+    _, searcher, _, _, levels, _ = filtered_kit
+    last = levels[-1]
+    if last.params["nprobe"] == searcher.ivf.nlist:
+        assert last.recall == {1: 1.0, 10: 1.0, 50: 1.0}
+        eligible = np.random.default_rng(0).random(FN) >= 0.95
+        assert searcher.candidates(np.zeros((1, FD), np.float32), 100, eligible) is None
+    else:
+        assert last.params["nprobe"] <= searcher.ivf.nlist // 2 and last.met_target
+
+
+def test_searcher_interpolates_between_tuned_exclusion_levels(ivf: Any) -> None:
+    searcher = Searcher(ivf, "ivf", {"nprobe": 4.0, "rerank_factor": 1.5}, np.arange(N, dtype=np.int64))
+    assert searcher.scaled(0.5) == {"nprobe": 8.0, "rerank_factor": 1.5}  # no tuned levels: 1/p
+    searcher.filtered = [(1.0, {"nprobe": 4.0, "rerank_factor": 1.5}), (0.5, {"nprobe": 16.0, "rerank_factor": 3.0}),
+                         (0.05, {"nprobe": 64.0, "rerank_factor": 3.0})]
+    assert searcher.scaled(1.0) == {"nprobe": 4.0, "rerank_factor": 1.5}
+    assert searcher.scaled(0.5) == {"nprobe": 16.0, "rerank_factor": 3.0}
+    mid = searcher.scaled(np.sqrt(0.5))  # halfway in log(fraction): the geometric mean
+    assert mid["nprobe"] == pytest.approx(8.0) and mid["rerank_factor"] == 3.0
+    assert searcher.scaled(0.05)["nprobe"] == pytest.approx(64.0)
+    assert searcher.scaled(0.025)["nprobe"] == pytest.approx(128.0)  # past the last level: 1/p
+
+
+def test_make_index_records_the_filtered_levels_in_the_manifest(kit: Any, tmp_path: Path) -> None:
+    from edgemine.search import filtered as filtered_mod
+
+    X = kit.clustered(3000, 16, clusters=24, seed=2)
+    _, info = maintain.make_index(X, np.arange(3000, dtype=np.int64), spec="IVF32,SQ8")
+    assert [f.excluded for f in info.filtered] == list(filtered_mod.EXCLUSION_LEVELS)
+    for f in info.filtered:
+        assert set(f.recall) == {"1", "10", "50"} and "nprobe" in f.params and "rerank_factor" in f.params
+    dumped = json.loads(info.model_dump_json())
+    assert dumped["filtered"][1]["excluded"] == 0.5
