@@ -63,13 +63,16 @@ def _scan(embeddings: npt.NDArray[np.float32] | npt.NDArray[np.float16], right: 
 
 
 def max_and_argmax(embeddings: Vectors | npt.NDArray[np.float16], vectors: Vectors,
-                   parallel: bool = True) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+                   parallel: bool = True, max_cells: int | None = None,
+                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Return max_j and argmax_j of E . v_j for every row of E (exact, one pass over E).
 
     The row ranges run on our own threads, each block's GEMM on one BLAS thread (search/blas.py).
 
     `embeddings` may be float32 or a float16 copy (half the bytes to read; scores then carry the
     float16 rounding of the rows, about 1e-3). With `parallel`, row ranges run on a thread pool.
+    `max_cells` caps the similarity cells held at once over all threads (a caller's memory bound:
+    the block is m x rows per thread, so many examples shrink the block).
     """
     emb: npt.NDArray[np.float32] | npt.NDArray[np.float16] = np.asarray(embeddings)  # type: ignore[assignment]
     n, d = emb.shape
@@ -79,6 +82,8 @@ def max_and_argmax(embeddings: Vectors | npt.NDArray[np.float16], vectors: Vecto
     best = np.empty(n, np.float32)
     arg = np.empty(n, np.int64)
     block = block_rows(d, emb.dtype.itemsize)
+    if max_cells is not None:
+        block = max(1, min(block, max_cells // (len(right) * (_workers() if parallel else 1))))
     if len(right) == 1 and emb.dtype == np.float32:
         # One example: a GEMV is already one memory-bound pass (OpenBLAS threads it over the cores).
         np.matmul(emb, right[0], out=best)

@@ -83,7 +83,7 @@ def mean_direction(vectors: Vectors, role: str) -> Vectors:
 
 def _max_and_argmax(embeddings: Vectors, vectors: Vectors) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """Return max_j and argmax_j of E V^T per row: one blocked pass over E (search/exact.py)."""
-    return max_and_argmax(embeddings, vectors)
+    return max_and_argmax(embeddings, vectors, max_cells=limits.SCORE_BLOCK_CELLS)
 
 
 def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:

@@ -78,7 +78,9 @@ def test_exact_max_strategy_scores_equal_numpy(kit: Any) -> None:
 def _openblas_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
-    return [i["num_threads"] for i in threadpool_info() if "scipy_openblas" in i["filepath"]]
+    # numpy's own OpenBLAS (scipy, when imported by other tests, loads a second one the scope leaves alone)
+    return [i["num_threads"] for i in threadpool_info()
+            if "scipy_openblas" in i["filepath"] and "numpy" in i["filepath"]]
 
 
 def test_single_threaded_blas_scopes_nest_and_restore_the_thread_count() -> None:
