@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import typer
 
@@ -20,3 +20,13 @@ def domain_errors() -> Iterator[None]:
     except (BundleError, SourceError, ModelUnavailable, UnknownImageIds, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
+
+
+def text_table(title: str, cells: Sequence[Sequence[str]]) -> list[str]:
+    """Return `title:` and the rows of `cells` (header first) as aligned lines: first column left, others right."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = [f"{title}:"]
+    for row in cells:
+        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                      for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return lines

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import domain_errors, text_table
 from edgemine.scenarios import evaluate as evaluation
 from edgemine.scenarios.lock import load_locked
 from edgemine.scenarios.results import Evaluation, LockedScenario, Measurement, SliceRow
@@ -88,13 +88,8 @@ def _figures(m: Measurement) -> list[str]:
 
 
 def _table(title: str, rows: Sequence[SliceRow]) -> list[str]:
-    cells = [["", *COLUMNS], *([r.name, *_figures(r.measurement), str(r.members), str(r.unlabeled)] for r in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = [f"{title}:"]
-    for row in cells:
-        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                      for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    return lines
+    return text_table(title, [["", *COLUMNS],
+                              *([r.name, *_figures(r.measurement), str(r.members), str(r.unlabeled)] for r in rows)])
 
 
 def format_evaluation(result: Evaluation) -> str:

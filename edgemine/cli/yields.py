@@ -12,7 +12,7 @@ from edgemine.bundle.errors import BundleError
 from edgemine.bundle.feedback import YieldReport, YieldStats, yield_report
 from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import domain_errors, text_table
 
 COLUMNS = ("reviewed", "accepted", "rejected", "skipped", "yield", "95% interval")
 
@@ -40,13 +40,7 @@ def _figures(stats: YieldStats) -> list[str]:
 
 
 def _table(title: str, first: str, rows: Sequence[tuple[str, YieldStats]]) -> list[str]:
-    cells = [[first, *COLUMNS], *([name, *_figures(stats)] for name, stats in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
-    lines = [f"{title}:"]
-    for row in cells:
-        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                      for i, (c, w) in enumerate(zip(row, widths, strict=True))))
-    return lines
+    return text_table(title, [[first, *COLUMNS], *([name, *_figures(stats)] for name, stats in rows)])
 
 
 def format_report(report: YieldReport) -> str:
