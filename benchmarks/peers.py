@@ -41,7 +41,9 @@ qdrant-edge (peers_engines.py)
     the benchmark's data against 0.58-1.0 per example; flat in hnsw_ef; the 2026-12-01 peers-100k/1M
     results were measured with it). ``SearchParams(hnsw_ef=...)``: recommended
     = unset (Qdrant then uses ef_construct, 100), swept 100..800. Qdrant picks exact search over the payload
-    index by itself when the filter's estimated cardinality is under full_scan_threshold. Its relevance-
+    index by itself when the filter's estimated cardinality is under full_scan_threshold. Above it, its
+    filtered graph walk does not pass through non-matching nodes: with 5% of rows matching it returns only a few
+    of the k points asked for (measured at 100k x 512: 5,000 matching rows -> 1-4 points, 4,999 -> exact). Its relevance-
     feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few results and
     a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
 milvus (peers_engines.py)
