@@ -43,9 +43,9 @@ qdrant-edge (peers_engines.py)
     = unset (Qdrant then uses ef_construct, 100), swept 100..800. Qdrant picks exact search over the payload
     index by itself when the filter's estimated cardinality is under full_scan_threshold. Above it, its
     filtered graph walk does not pass through non-matching nodes: with 5% of rows matching it returns only a few
-    of the k points asked for (measured at 100k x 512: 5,000 matching rows -> 1-4 points, 4,999 -> exact). Its relevance-
-    feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few results and
-    a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
+    of the k points asked for (measured at 100k x 512: 5,000 matching rows -> 1-4 points, 4,999 -> exact).
+    Its relevance-feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few
+    results and a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
 milvus (peers_engines.py)
     pymilvus ``MilvusClient("file.db")`` (Milvus Lite), collection (id INT64 primary, state VARCHAR,
     vector FLOAT_VECTOR), index HNSW M=16 efConstruction=200 metric IP (Milvus docs' HNSW example) and an
