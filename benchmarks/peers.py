@@ -33,13 +33,19 @@ qdrant-edge (peers_engines.py)
     config: HNSW m=16, ef_construct=100, full_scan_threshold=10000 KB, default optimizers; Distance.Dot;
     a keyword payload index on ``state`` created before the upload (docs "Indexing": create payload indexes
     first so that HNSW builds filter-aware links), then ``optimize()`` (blocking HNSW build). ``state`` is
-    kept up to date with ``set_payload``. Query: ``Query.RecommendBestScore`` (the recommend API's best_score
-    strategy: max over positives) with the examples as raw positive vectors, ``Filter(must=[state ==
-    "unlabeled"], must_not=[HasIdCondition(example rows)])``, ``SearchParams(hnsw_ef=...)``: recommended
+    kept up to date with ``set_payload``. Query: one ``Query.Nearest`` per example, sent together through
+    ``query_batch``, each with ``Filter(must=[state == "unlabeled"], must_not=[HasIdCondition(example
+    rows)])``, merged by max score. Not ``Query.RecommendBestScore`` (the recommend API's best_score
+    strategy): it walks the graph once with the max-over-positives score, which the greedy HNSW search
+    cannot follow to several examples' neighbourhoods (recall 0.0-0.33 at 10 examples on 30k x 512 of
+    the benchmark's data against 0.58-1.0 per example; flat in hnsw_ef; the 2026-12-01 peers-100k/1M
+    results were measured with it). ``SearchParams(hnsw_ef=...)``: recommended
     = unset (Qdrant then uses ef_construct, 100), swept 100..800. Qdrant picks exact search over the payload
-    index by itself when the filter's estimated cardinality is under full_scan_threshold. Its relevance-
-    feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few results and
-    a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
+    index by itself when the filter's estimated cardinality is under full_scan_threshold. Above it, its
+    filtered graph walk does not pass through non-matching nodes: with 5% of rows matching it returns only a few
+    of the k points asked for (measured at 100k x 512: 5,000 matching rows -> 1-4 points, 4,999 -> exact).
+    Its relevance-feedback query (``FeedbackNaiveQuery``) needs a target vector, a reranker's scores for a few
+    results and a, b, c weights trained per dataset; it does not express "max over positives" and is not run.
 milvus (peers_engines.py)
     pymilvus ``MilvusClient("file.db")`` (Milvus Lite), collection (id INT64 primary, state VARCHAR,
     vector FLOAT_VECTOR), index HNSW M=16 efConstruction=200 metric IP (Milvus docs' HNSW example) and an

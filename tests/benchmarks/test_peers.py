@@ -197,3 +197,29 @@ def test_sweep_methods_name_the_parameter(peer: peers.Peer, vectors: np.ndarray)
     rows = np.array([1, 2])
     for run in methods.values():
         assert len(run(rows)) == K
+
+
+def test_qdrant_edge_many_examples_keep_recall_on_its_hnsw_graph(baseline: peers.Peer, tmp_path: Path) -> None:
+    """10 examples through a built HNSW graph (not the small-segment full scan) find the exact top 100."""
+    pytest.importorskip("qdrant_edge")
+    import peers_engines
+
+    vectors = _vectors(N, D)
+    # Thresholds of 1 KB: the segment is HNSW-indexed and searched through the graph even at 3000 rows,
+    # as at 100k x 512 with Qdrant's defaults (where a single max-over-examples walk lost most of the recall).
+    peer = peers_engines.QdrantEdgePeer(full_scan_threshold_kb=1, indexing_threshold_kb=1)
+    peer.build(vectors, tmp_path)
+    try:
+        excluded = np.zeros(N, bool)
+        peer.set_excluded(excluded)
+        baseline.set_excluded(excluded)
+        rng = np.random.default_rng(0)
+        recalls = []
+        for _ in range(5):
+            rows = rng.choice(N, 10, replace=False).astype(np.int64)
+            got, want = peer.query(vectors[rows], 100, rows), baseline.query(vectors[rows], 100, rows)
+            assert len(got) == 100
+            recalls.append(len(set(got.tolist()) & set(want.tolist())) / 100)
+    finally:
+        peer.close()
+    assert np.mean(recalls) >= 0.95, recalls
