@@ -9,8 +9,8 @@ from edgemine.bundle.feedback import VerdictName, YieldReport
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchCreate, ExportFormat
 from edgemine.service.browse import ImagePage
-from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
+from edgemine.service.uploads import Upload
 from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
 
 LabelState = str  # "unlabeled" | "queued" | "labeled" (checked by the backend)

@@ -25,8 +25,8 @@ from edgemine.client.errors import (
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchCreate, ExportFormat
 from edgemine.service.browse import ImagePage
-from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
+from edgemine.service.uploads import Upload
 from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
 
 T = TypeVar("T")

@@ -20,9 +20,9 @@ from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchCreate, ExportFormat
 from edgemine.service.browse import ImagePage, browse
 from edgemine.service.filters import FilterError
-from edgemine.service.miner import Upload
 from edgemine.service.query import FilterValue, MineQuery, MineResult
 from edgemine.service.runtime import EmbedderLoader, Runtime
+from edgemine.service.uploads import Upload
 from edgemine.service.verdicts import VerdictPage, VerdictsRecorded, VerdictsRequest
 from edgemine.service.verdicts import page as verdict_page
 from edgemine.service.verdicts import record as record_verdicts

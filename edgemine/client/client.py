@@ -19,8 +19,8 @@ from edgemine.client.review import Verdicts, YieldReport, verdicts_request
 from edgemine.service import limits
 from edgemine.service.batches import BatchCreate, BatchItemIn
 from edgemine.service.browse import ImagePage
-from edgemine.service.miner import Upload
 from edgemine.service.query import Candidate, FilterValue, MineQuery, MineResult
+from edgemine.service.uploads import Upload
 
 UploadLike = str | os.PathLike[str] | bytes | tuple[str, bytes]
 IdsLike = MiningResult | Batch | MineResult | Iterable[str]

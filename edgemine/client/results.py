@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from edgemine.client.errors import QueryError
 from edgemine.service.batches import Batch as BatchModel
 from edgemine.service.batches import BatchItem, ExportFormat
-from edgemine.service.miner import Upload
 from edgemine.service.query import Candidate, MineQuery, MineResult
+from edgemine.service.uploads import Upload
 
 if TYPE_CHECKING:
     import pandas

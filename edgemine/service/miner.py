@@ -6,7 +6,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +17,6 @@ from edgemine.bundle.feedback import record_query, session_verdicts
 from edgemine.bundle.snapshot import Snapshot
 from edgemine.bundle.state import LABEL_STATES, StateDB
 from edgemine.models.base import Embedder
-from edgemine.models.images import UPLOAD_MAX_PIXELS, decode_image
 from edgemine.models.vectors import Vectors
 from edgemine.search.searcher import Searcher
 from edgemine.service import limits
@@ -38,6 +36,7 @@ from edgemine.service.probe import SEARCH_BREADTH, Probe, ProbeError, background
 from edgemine.service.query import Candidate, MineQuery, MineResult, Timings
 from edgemine.service.row_states import RowStates
 from edgemine.service.scoring import CancellingExamples, Examples, mean_direction, ranked_rows, score_rows
+from edgemine.service.uploads import Upload
 
 log = logging.getLogger("edgemine.service")
 # Seconds a mining call waits to store its query while another process writes state.sqlite; past
@@ -47,15 +46,6 @@ RECORD_QUERY_WAIT = 2.0
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (no positive input, bad upload, no model...)."""
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An uploaded example image."""
-
-    name: str
-    data: bytes
-    max_pixels: int = UPLOAD_MAX_PIXELS
 
 
 def image_url(image_id: str, base: str = "") -> str:
@@ -93,7 +83,7 @@ class Miner:
             for up in uploads:
                 # One at a time: only one decoded image is alive at once, whatever the file count.
                 try:
-                    image = _decode_upload(up, getattr(model, "input_size", None))
+                    image = up.decode(getattr(model, "input_size", None))
                 except ValueError as exc:
                     raise QueryError(f"uploaded file {up.name!r}: {exc}") from exc
                 parts.append(model.embed_images([image]))
@@ -390,12 +380,4 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _decode_upload(upload: Upload, min_side: int | None) -> Any:
-    if not upload.data:
-        raise ValueError("empty file (0 bytes)")
-    # Decoded from memory with the indexer's checks and messages, under the upload pixel limit;
-    # JPEGs at the smallest DCT scale that still covers the model's input.
-    return decode_image(upload.data, min_side, max_pixels=upload.max_pixels)
-
-
-__all__ = ["Miner", "QueryError", "Upload", "image_url"]
+__all__ = ["Miner", "QueryError", "image_url"]

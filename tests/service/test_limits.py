@@ -16,9 +16,9 @@ from edgemine.bundle import UnknownImageIds
 from edgemine.service import MineQuery, QueryError, limits
 from edgemine.service import scoring as scoring_mod
 from edgemine.service.diversity import select_diverse
-from edgemine.service.miner import Upload
 from edgemine.service.runtime import Runtime
 from edgemine.service.scoring import Examples, score_rows
+from edgemine.service.uploads import Upload
 
 Make = Callable[..., Any]
 

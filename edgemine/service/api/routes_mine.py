@@ -13,8 +13,9 @@ from edgemine.service.api.deps import LoadedDep, SettingsDep
 from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.metrics import MINE_SECONDS
 from edgemine.service.api.responses import UnknownIdsError, errors
-from edgemine.service.miner import Miner, Upload
+from edgemine.service.miner import Miner
 from edgemine.service.query import MineQuery, MineResult
+from edgemine.service.uploads import Upload
 
 router = APIRouter(prefix="/v1", tags=["mining"], route_class=GuardedRoute)
 
