@@ -186,21 +186,13 @@ class GateReportBody(BaseModel):
     status: Literal["pass", "fail", "error"]
 
 
-class ModelOut(BaseModel):
-    """A model with imported predictions (`edgemine models list`)."""
-
-    name: str
-    images: int
-    imported_at: str
-    source: str
-    hash: str
-    task: str = ""
+# The store's dataclass is the response model too (FastAPI serialises dataclasses).
+ModelOut = store.ModelInfo
 
 
 def models(state: StateDB) -> list[ModelOut]:
     """Return the models whose predictions are stored, by name."""
-    return [ModelOut(name=m.name, images=m.images, imported_at=m.imported_at, source=m.source, hash=m.hash,
-                     task=m.task) for m in store.list_models(state)]
+    return store.list_models(state)
 
 
 def _lock_info(lock: Any) -> LockInfo:
