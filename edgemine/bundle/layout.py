@@ -17,6 +17,9 @@ MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 CATALOG = "catalog.parquet"
 INDEX = "index.faiss"
+# Format 2 (issue 11, O(new) publishes): immutable segments shared by versions.
+SEGMENTS = "segments"  # <bundle>/segments/<name>/{embeddings.npy, catalog.parquet[, index.faiss]}
+TOMBSTONES = "tombstones.npy"  # in a version dir: sorted int64 vec_ids its segments hold but it does not serve
 # Columns of catalog.parquet that are ours; every other column is user metadata.
 RESERVED_COLUMNS = ("vec_id", "image_id", "path", "fingerprint")
 
@@ -92,6 +95,17 @@ class Counts(BaseModel):
     failed: int = 0
 
 
+class SegmentRef(BaseModel):
+    """One immutable segment a format-2 version serves (rows = vec_ids vec_id_start..vec_id_end-1)."""
+
+    name: str  # directory under <bundle>/segments/
+    rows: int
+    vec_id_start: int
+    vec_id_end: int  # exclusive; rows == vec_id_end - vec_id_start
+    dtype: Literal["float32", "float16"] = "float32"
+    has_index: bool = False  # segments/<name>/index.faiss: this segment's rows in the version's IVF
+
+
 class Manifest(BaseModel):
     """manifest.json: everything a reader needs to trust a published version."""
 
@@ -105,6 +119,9 @@ class Manifest(BaseModel):
     counts: Counts
     next_vec_id: int
     image_roots: list[str] = Field(default_factory=list)
+    # Format 2 only (empty for format 1, whose files sit in the version directory).
+    segments: list[SegmentRef] = Field(default_factory=list)
+    tombstones: int = 0  # how many vec_ids tombstones.npy lists
     metadata_columns: list[str] = Field(default_factory=list)
     created_at: str
     updated_at: str

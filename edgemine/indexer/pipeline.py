@@ -10,10 +10,9 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from edgemine.indexer.files import probe_file
+from edgemine.indexer.decode import open_item_image
 from edgemine.indexer.sources import SourceItem
 from edgemine.models.base import Embedder
-from edgemine.models.images import decode_image
 from edgemine.models.vectors import Vectors
 
 
@@ -31,15 +30,8 @@ class _ImageDataset:
 
     def __getitem__(self, idx: int) -> tuple[int, Any, str | None]:
         item = self.items[idx]
-        if item.path is None:
-            return idx, None, "no path"
-        # Checked again here (the file may have changed since the scan): opening a named pipe
-        # would block this worker forever.
-        _, error = probe_file(item.path)
-        if error is not None:
-            return idx, None, error
         try:
-            return idx, self.preprocess(decode_image(item.path, self.min_side)), None
+            return idx, self.preprocess(open_item_image(item, self.min_side)), None
         except ValueError as exc:
             return idx, None, str(exc)
         except Exception as exc:
