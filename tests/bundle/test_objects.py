@@ -94,3 +94,18 @@ def test_explicit_endpoint_turns_off_instance_metadata(s3_env: str, monkeypatch:
     monkeypatch.delenv("AWS_EC2_METADATA_DISABLED")
     objects.filesystem("s3")
     assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+
+
+@pytest.mark.parametrize(("message", "kind"), [
+    ("AWS Error ACCESS_DENIED during HeadObject operation: Access Denied", objects.ObjectAccessDenied),
+    ("AWS Error UNKNOWN (HTTP status 403) during HeadObject operation: No response body.", objects.ObjectAccessDenied),
+    ("AWS Error NO_SUCH_BUCKET during ListObjectsV2 operation: The specified bucket does not exist",
+     objects.ObjectNotFound),
+    ("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Could not connect to server",
+     objects.StoreUnreachable),
+    ("AWS Error SLOW_DOWN during GetObject operation: Please reduce your request rate.", objects.ObjectStoreError),
+])
+def test_store_errors_are_told_apart(message: str, kind: type[Exception], s3_env: str) -> None:
+    error = objects._translate(OSError(message), "s3://b/k.png", "s3", "read")
+    assert type(error) is kind
+    assert "s3://b/k.png" in str(error)

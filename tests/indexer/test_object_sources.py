@@ -129,6 +129,24 @@ def test_missing_and_corrupt_objects_are_per_file_failures_with_their_reason(
     assert {f["image_id"] for f in saved} == {"gone", "bad", "f1"}
 
 
+def test_file_uri_rows_are_local_files(tmp_path: Path, fake_model: ModelChoice) -> None:
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(png_bytes(1))
+    manifest = write_manifest(tmp_path / "m.csv", [("a", f"file://{tmp_path}/imgs/a.png")])
+    source = read_manifest_source(manifest)
+    assert source.items[0].path == str((tmp_path / "imgs" / "a.png").resolve())
+    assert index(source, tmp_path / "b", fake_model).added == 1
+
+
+def test_bad_sidecar_object_fails_its_image_alone(tmp_path: Path, bucket: Bucket, fake_model: ModelChoice) -> None:
+    put_images(bucket, "drive", 2)
+    bucket.put("drive/g1/img01.png.json", b"[1, 2]")
+    report = index(read_source(bucket.uri("drive"), None, None), tmp_path / "b", fake_model)
+    assert report.added == 1
+    assert report.failed == [{"image_id": "g1/img01.png", "path": bucket.uri("drive/g1/img01.png"),
+                              "reason": "sidecar img01.png.json is not a JSON object (got a list)"}]
+
+
 def test_unreachable_endpoint_fails_the_index_naming_it_and_publishes_nothing(
         tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
