@@ -16,6 +16,8 @@ from edgemine.indexer import ModelChoice
 from edgemine.models.vectors import Vectors, l2_normalize
 
 FAKE_DIM = 16
+# Fixtures of the S3-compatible test server (moto on 127.0.0.1): s3_env, bucket.
+pytest_plugins = ["tests.support.s3"]
 
 
 @pytest.fixture(autouse=True)

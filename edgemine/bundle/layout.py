@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from edgemine.bundle.errors import BundleError
+from edgemine.bundle.objects import is_remote, uri_inside
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -178,8 +179,14 @@ def real_path_inside(path: Path | str, roots: list[str]) -> str | None:
     """Return the file's real path (symlinks resolved) if it lies under one of `roots`, else None."""
     # The one containment check for every reader of image files (service, Python API, reports):
     # a catalog path or a symlink pointing outside the declared image roots is never opened.
+    # An object-store URI (s3://, gs://) is only ever inside a URI root, a local path only ever
+    # inside a local root (a relative "s3:/..." folder must not match a URI root, nor the reverse).
+    if is_remote(path):
+        return uri_inside(str(path), roots)
     real = os.path.realpath(path)
     for root in roots:
+        if is_remote(root):
+            continue
         top = os.path.realpath(root)
         if os.path.commonpath([real, top]) == top:
             return real

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from edgemine.bundle.layout import ModelInfo
+from edgemine.bundle.objects import is_remote, local_path
 from edgemine.cli.common import domain_errors
 from edgemine.indexer import (
     IndexReport,
@@ -46,8 +47,15 @@ def model_choice(model: str, pretrained: str, device: str | None, batch_size: in
     return ModelChoice(info, lambda: load_clip(model, pretrained, device, batch_size))
 
 
-def read_source(source: Path, metadata: Path | None, image_root: Path | None) -> Source:
-    """Read a directory tree or a manifest table."""
+def read_source(source: Path | str, metadata: Path | None, image_root: Path | str | None) -> Source:
+    """Read a directory tree (local, or an s3://bucket/prefix) or a manifest table."""
+    if is_remote(str(source)):
+        # An object-store prefix is a directory source (a manifest must be a local file).
+        if image_root is not None:
+            raise SourceError("--image-root is for manifests and --embeddings: a directory source is "
+                              "its own image root")
+        return scan_directory(str(source), metadata)
+    source = Path(local_path(str(source)))
     if source.is_dir():
         if image_root is not None:
             raise SourceError("--image-root is for manifests and --embeddings: a directory source is "
@@ -83,7 +91,9 @@ def print_report(report: IndexReport) -> None:
 
 
 def index(
-    source: Annotated[Path | None, typer.Argument(help="Image directory or manifest (CSV/JSONL/Parquet).")] = None,
+    # Text, not Path: Path("s3://b/p") would fold the "//".
+    source: Annotated[str | None, typer.Argument(
+        help="Image directory (or s3://bucket/prefix, gs://...) or manifest (CSV/JSONL/Parquet).")] = None,
     bundle: Annotated[Path, typer.Option(help="Bundle directory to create or update.")] = Path("bundle"),
     embeddings: Annotated[Path | None, typer.Option(
         help="Parquet of precomputed embeddings (image_id, embedding, metadata...) instead of SOURCE.")] = None,
@@ -92,9 +102,9 @@ def index(
     pretrained: Annotated[str, typer.Option(
         help="Pretrained tag, checkpoint file, or 'none' (random weights).")] = DEFAULT_PRETRAINED,
     metadata: Annotated[Path | None, typer.Option(help="Metadata table keyed by image_id (directory sources).")] = None,
-    image_root: Annotated[Path | None, typer.Option(
-        help="Folder the service may serve images from, for a manifest or --embeddings whose paths "
-             "lie outside the file's own folder (the default root).")] = None,
+    image_root: Annotated[str | None, typer.Option(
+        help="Folder (or s3://bucket/prefix) the service may serve images from, for a manifest or "
+             "--embeddings whose paths lie outside the file's own folder (the default root).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass and per journal commit.")] = 64,
     workers: Annotated[int, typer.Option(min=0, help="Decoding worker processes.")] = 2,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, or unset for CUDA when available.")] = None,

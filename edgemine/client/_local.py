@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.feedback import VerdictName, YieldReport, yield_report
-from edgemine.bundle.layout import real_path_inside
+from edgemine.bundle.image_source import ImageOutsideRoots, indexed_image
+from edgemine.bundle.objects import ObjectNotFound, ObjectStoreError
 from edgemine.bundle.state import LABEL_STATES, LabelState, StateDB
 from edgemine.client.errors import BatchConflict, ImageUnavailable, QueryError, ServiceUnavailable
 from edgemine.models.base import ModelUnavailable
@@ -152,13 +153,16 @@ class LocalBackend:
         raw = snap.catalog.column("path")[row].as_py()
         if not raw:
             raise ImageUnavailable(f"image {image_id!r} has no file (precomputed embedding)")
-        real = real_path_inside(Path(raw), snap.manifest.image_roots)
-        if real is None:
-            raise ImageUnavailable(f"image {image_id!r} is outside the bundle's image roots")
-        if not os.path.isfile(real):
-            raise ImageUnavailable(f"file of image {image_id!r} is gone: {raw}")
         try:
-            body, _ = reencode_image(real, min(size, THUMBNAIL_MAX), max_pixels=DEFAULT_MAX_PIXELS, thumbnail=True)
+            source = indexed_image(raw, snap.manifest.image_roots)
+        except ImageOutsideRoots as exc:
+            raise ImageUnavailable(f"image {image_id!r} is outside the bundle's image roots") from exc
+        except ObjectNotFound as exc:
+            raise ImageUnavailable(f"file of image {image_id!r} is gone: {exc}") from exc
+        except ObjectStoreError as exc:  # denied, too large, store unreachable (named)
+            raise ImageUnavailable(f"image {image_id!r} cannot be read: {exc}") from exc
+        try:
+            body, _ = reencode_image(source, min(size, THUMBNAIL_MAX), max_pixels=DEFAULT_MAX_PIXELS, thumbnail=True)
         except NotAnImage as exc:
             raise ImageUnavailable(f"file of image {image_id!r} is not served: {exc}") from exc
         except ValueError as exc:

@@ -96,23 +96,30 @@ def read_sidecar(sidecar: Path) -> tuple[dict[str, Any], bool | None]:
     if error is not None:
         raise ValueError(f"sidecar {sidecar.name}: {error}")
     try:
-        data = json.loads(sidecar.read_bytes())
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
-        raise ValueError(f"sidecar {sidecar.name} is not valid JSON: {exc}") from exc
+        raw = sidecar.read_bytes()
     except OSError as exc:
         raise ValueError(f"sidecar {sidecar.name} cannot be read: {exc.strerror or exc}") from exc
+    return parse_sidecar(sidecar.name, raw)
+
+
+def parse_sidecar(name: str, raw: bytes) -> tuple[dict[str, Any], bool | None]:
+    """Return the metadata and `labeled` flag of a sidecar's bytes (read_sidecar's checks, any source)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise ValueError(f"sidecar {name} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"sidecar {sidecar.name} is not a JSON object (got {_json_kind(data)})")
+        raise ValueError(f"sidecar {name} is not a JSON object (got {_json_kind(data)})")
     for key, value in data.items():
         try:
             fits = _fits_int64(value)
         except RecursionError:
             fits = False
         if not fits:
-            raise ValueError(f"sidecar {sidecar.name}: {key!r} holds an integer outside the 64-bit "
+            raise ValueError(f"sidecar {name}: {key!r} holds an integer outside the 64-bit "
                              "range (or is nested too deeply)")
     try:
         labeled = as_labeled(data.pop("labeled")) if "labeled" in data else None
     except ValueError as exc:
-        raise ValueError(f"sidecar {sidecar.name}: {exc}") from exc
+        raise ValueError(f"sidecar {name}: {exc}") from exc
     return data, labeled

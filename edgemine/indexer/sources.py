@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgemine.bundle import objects
+from edgemine.bundle.layout import real_path_inside
 from edgemine.indexer.files import UNREADABLE, as_labeled, is_utf8, printable, probe_file, read_sidecar
 from edgemine.models.vectors import Vectors, l2_normalize
 
@@ -44,9 +46,9 @@ class Source:
     """Everything read from a source, ready for the indexer."""
 
     kind: Literal["directory", "manifest", "embeddings"]
-    location: Path
+    location: Path | str  # a str for an object-store prefix (s3://bucket/prefix/)
     items: list[SourceItem]
-    image_roots: list[str]  # declared, never derived from the rows' paths
+    image_roots: list[str]  # declared, never derived from the rows' paths; s3://bucket/prefix/ for objects
     vectors: Vectors | None = None  # only for precomputed embeddings, rows match items
     # Entries that cannot even be items (a file name that is not UTF-8): reported as failures only.
     rejected: list[SourceItem] = field(default_factory=list)
@@ -139,23 +141,31 @@ def _metadata_rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.select(keep).to_pylist() if keep else [{} for _ in range(table.num_rows)]
 
 
-def scan_directory(root: Path, metadata_file: Path | None = None) -> Source:
+def _metadata_table(metadata_file: Path | None) -> tuple[dict[str, dict[str, Any]], dict[str, bool]]:
+    if metadata_file is None:
+        return {}, {}
+    table = read_table(metadata_file)
+    ids = _require_ids(table, metadata_file)
+    return (dict(zip(ids, _metadata_rows(table), strict=True)),
+            dict(zip(ids, _labeled_column(table, metadata_file), strict=True)))
+
+
+def scan_directory(root: Path | str, metadata_file: Path | None = None) -> Source:
     """List images under `root` (recursive); ids are paths relative to root, the root is the image root.
 
+    `root` may be an object-store prefix (`s3://bucket/prefix`, `gs://...`) or a `file://` URI.
     Metadata comes from an optional table keyed by image_id and from per-image JSON sidecars
     (`frame.jpg.json`), the sidecar winning. A file that cannot be used (not a regular file, a
     broken symlink, a bad sidecar, a name that is not UTF-8) is a failure of that image alone.
     """
-    root = root.expanduser().resolve()
+    extra, labeled = _metadata_table(metadata_file)
+    if objects.is_remote(str(root)):
+        from edgemine.indexer.object_sources import scan_object_prefix
+
+        return scan_object_prefix(str(root), extra, labeled)
+    root = Path(_local(str(root))).expanduser().resolve()
     if not root.is_dir():
         raise SourceError(f"source directory {root} does not exist")
-    extra: dict[str, dict[str, Any]] = {}
-    labeled: dict[str, bool] = {}
-    if metadata_file is not None:
-        table = read_table(metadata_file)
-        ids = _require_ids(table, metadata_file)
-        extra = dict(zip(ids, _metadata_rows(table), strict=True))
-        labeled = dict(zip(ids, _labeled_column(table, metadata_file), strict=True))
     items: list[SourceItem] = []
     rejected: list[SourceItem] = []
 
@@ -191,20 +201,30 @@ def scan_directory(root: Path, metadata_file: Path | None = None) -> Source:
     return Source("directory", root, items, [str(root)], rejected=rejected)
 
 
-def _declared_root(table_file: Path, image_root: Path | None) -> Path:
+def _local(path: str) -> str:
+    try:
+        return objects.local_path(path)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from exc
+
+
+def _declared_root(table_file: Path, image_root: Path | str | None) -> str:
     if image_root is None:
-        return table_file.parent
-    root = Path(os.path.realpath(image_root.expanduser()))
+        return str(table_file.parent)
+    if objects.is_remote(str(image_root)):
+        try:
+            return objects.as_root(str(image_root))  # a prefix, ending at a '/' boundary
+        except ValueError as exc:
+            raise SourceError(f"--image-root {image_root}: {exc}") from exc
+    root = Path(os.path.realpath(Path(_local(str(image_root))).expanduser()))
     if not root.is_dir():
         raise SourceError(f"--image-root {image_root} is not a directory")
-    return root
+    return str(root)
 
 
-def _check_inside(items: list[SourceItem], root: Path, where: Path, declared: bool) -> None:
-    """Refuse rows whose (symlink-resolved) path lies outside the declared image root."""
-    prefix = str(root)
-    outside = [i for i in items if i.path is not None
-               and os.path.commonpath([i.path, prefix]) != prefix]
+def _check_inside(items: list[SourceItem], root: str, where: Path, declared: bool) -> None:
+    """Refuse rows whose (symlink-resolved) path or object URI lies outside the declared image root."""
+    outside = [i for i in items if i.path is not None and real_path_inside(i.path, [root]) is None]
     if not outside:
         return
     first = outside[0]
@@ -214,23 +234,31 @@ def _check_inside(items: list[SourceItem], root: Path, where: Path, declared: bo
                "can be indexed")
     else:
         fix = (f"lies outside the folder of {where.name} ({root}){more}; pass --image-root DIR, "
-               "a folder holding every image, to index files elsewhere")
+               "a folder (or an s3://bucket/prefix) holding every image, to index files elsewhere")
     raise SourceError(f"{where}: image {first.image_id!r} has path {first.path}, which {fix}")
 
 
 def _resolve(base: Path, raw: str, image_id: str, where: Path) -> str:
     if "\0" in raw:
         raise SourceError(f"{where}: image {image_id!r} has a path with a NUL byte")
+    if objects.is_remote(raw):
+        try:
+            objects.split_uri(raw)
+        except ValueError as exc:
+            raise SourceError(f"{where}: image {image_id!r}: {exc}") from exc
+        return raw  # checked against the image root like any path; stat'ed with the others
+    raw = _local(raw)
     # realpath, not Path.resolve: it follows symlinks (the root check must see their targets)
     # and does not raise on a symlink loop (that file then fails alone).
     return os.path.realpath(base / raw)
 
 
-def read_manifest_source(manifest: Path, image_root: Path | None = None) -> Source:
+def read_manifest_source(manifest: Path, image_root: Path | str | None = None) -> Source:
     """Read a manifest (image_id, path, metadata..., optional labeled); paths relative to it.
 
-    The image root is `image_root` when given, else the manifest's folder; a path outside it is
-    an error naming the row.
+    A path may also be an object URI (`s3://bucket/key`, `gs://...`) or a `file://` URI. The image
+    root is `image_root` when given (a folder, or a prefix such as `s3://bucket/frames`), else the
+    manifest's folder; a path outside it is an error naming the row.
     """
     manifest = manifest.expanduser().resolve()
     if not manifest.is_file():
@@ -248,13 +276,17 @@ def read_manifest_source(manifest: Path, image_root: Path | None = None) -> Sour
         if not raw:
             raise SourceError(f"{manifest}: image {image_id!r} has an empty path")
         path = _resolve(manifest.parent, raw, image_id, manifest)
-        fingerprint, error = probe_file(path)
+        fingerprint, error = ("", None) if objects.is_remote(path) else probe_file(path)
         items.append(SourceItem(image_id, path, fingerprint, meta, lab, error))
     _check_inside(items, root, manifest, image_root is not None)
-    return Source("manifest", manifest, items, [str(root)])
+    # After the root check: a row outside the root is refused before any request is made for it.
+    from edgemine.indexer.object_sources import stat_object_items
+
+    stat_object_items(items)
+    return Source("manifest", manifest, items, [root])
 
 
-def read_embeddings_source(path: Path, image_root: Path | None = None) -> Source:
+def read_embeddings_source(path: Path, image_root: Path | str | None = None) -> Source:
     """Read precomputed embeddings: Parquet with image_id, embedding (list of floats), metadata.
 
     Optional paths (relative to the file) must lie under `image_root`, or under the file's folder
@@ -292,4 +324,4 @@ def read_embeddings_source(path: Path, image_root: Path | None = None) -> Source
         items.append(SourceItem(image_id, resolved, f"vec:{digest}", meta, lab))
     _check_inside(items, root, path, image_root is not None)
     has_paths = image_root is not None or any(i.path for i in items)
-    return Source("embeddings", path, items, [str(root)] if has_paths else [], vectors)
+    return Source("embeddings", path, items, [root] if has_paths else [], vectors)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from edgemine.bundle.objects import DEFAULT_MAX_OBJECT_BYTES
 from edgemine.models.images import DEFAULT_MAX_PIXELS, UPLOAD_MAX_PIXELS
 
 MiB = 1024 * 1024
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     max_upload_pixels: int = Field(default=UPLOAD_MAX_PIXELS, ge=1, description="Largest uploaded image (pixels).")
     max_image_pixels: int = Field(
         default=DEFAULT_MAX_PIXELS, ge=1, description="Largest image decoded to serve it (after JPEG draft scaling).")
+    max_object_bytes: int = Field(
+        default=DEFAULT_MAX_OBJECT_BYTES, ge=1024,
+        description="Largest object read from object storage (s3://, gs://) to serve one image; checked "
+                    "against its size before downloading.")
     full_image_max_edge: int = Field(
         default=4096, ge=16, le=16384, description="Full-size images are re-encoded with at most this edge.")
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-from edgemine.bundle.layout import real_path_inside
+from edgemine.bundle.image_source import ImageOutsideRoots, indexed_image
+from edgemine.bundle.objects import ObjectStoreError
 from edgemine.bundle.snapshot import load_current
 from edgemine.models.images import DEFAULT_MAX_PIXELS, reencode_image
 
@@ -21,7 +21,8 @@ def bundle_thumbnails(bundle: Path, *, edge: int = THUMBNAIL_EDGE,
 
     None, never an exception, for an image that cannot be shown: unknown id, no file (a
     precomputed embedding), a path or symlink resolving outside the bundle's image roots, a
-    missing file, content that is not a JPEG/PNG/WebP/BMP image, or one over `max_pixels`.
+    missing file or object (or an object store that cannot be reached), content that is not a
+    JPEG/PNG/WebP/BMP image, or one over `max_pixels`.
     The same checks and encoder as the service's /v1/images route.
     """
     snapshot = load_current(bundle)
@@ -33,11 +34,11 @@ def bundle_thumbnails(bundle: Path, *, edge: int = THUMBNAIL_EDGE,
         raw = None if row is None else paths[row].as_py()
         if not raw:
             return None
-        real = real_path_inside(Path(raw), roots)
-        if real is None or not os.path.isfile(real):
-            return None
         try:
-            body, _ = reencode_image(real, edge, max_pixels=max_pixels, thumbnail=True)
+            source = indexed_image(raw, roots)
+            body, _ = reencode_image(source, edge, max_pixels=max_pixels, thumbnail=True)
+        except (ImageOutsideRoots, ObjectStoreError):  # outside, missing, denied, store unreachable
+            return None
         except ValueError:  # NotAnImage, ImageTooLarge, corrupt: shown as "no thumbnail"
             return None
         return body

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
+from edgemine.bundle import objects
 from edgemine.bundle.errors import UnknownImageIds
-from edgemine.bundle.layout import real_path_inside
+from edgemine.bundle.image_source import ImageOutsideRoots, indexed_image
 from edgemine.bundle.state import LABEL_STATES
 from edgemine.models.images import NotAnImage, reencode_image
 from edgemine.service.api.deps import LoadedDep, SettingsDep
@@ -67,17 +66,26 @@ def image(image_id: str, loaded: LoadedDep, settings: SettingsDep,
     raw = snap.catalog.column("path")[row].as_py()
     if not raw:
         raise HTTPException(404, detail=f"image {image_id!r} has no file (precomputed embedding)", headers=_NOSNIFF)
-    real = real_path_inside(Path(raw), snap.manifest.image_roots)
-    if real is None:
-        raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots", headers=_NOSNIFF)
-    if not os.path.isfile(real):
-        raise HTTPException(404, detail=f"file of image {image_id!r} is gone: {raw}", headers=_NOSNIFF)
     edge = min(size, settings.thumbnail_max) if size else settings.full_image_max_edge
     try:
         # Only what decodes as an image is served, and only its pixels: never a file's raw bytes.
+        # An object's bytes are read inside the slots too: memory stays bounded by
+        # (slots x max_object_bytes) whatever the number of threads.
         with _DECODE_SLOTS:
-            body, media_type = reencode_image(real, edge, max_pixels=settings.max_image_pixels,
+            source = indexed_image(raw, snap.manifest.image_roots, settings.max_object_bytes)
+            body, media_type = reencode_image(source, edge, max_pixels=settings.max_image_pixels,
                                               thumbnail=bool(size))
+    except ImageOutsideRoots as exc:
+        raise HTTPException(403, detail=f"image {image_id!r} is outside the bundle's image roots",
+                            headers=_NOSNIFF) from exc
+    except objects.ObjectNotFound as exc:
+        raise HTTPException(404, detail=f"file of image {image_id!r} is gone: {exc}", headers=_NOSNIFF) from exc
+    except objects.ObjectAccessDenied as exc:
+        raise HTTPException(403, detail=f"image {image_id!r} cannot be read: {exc}", headers=_NOSNIFF) from exc
+    except objects.ObjectTooLarge as exc:
+        raise HTTPException(422, detail=f"image {image_id!r} is not served: {exc}", headers=_NOSNIFF) from exc
+    except objects.ObjectStoreError as exc:  # unreachable endpoint (named), or the store failed
+        raise HTTPException(503, detail=f"image {image_id!r} cannot be read now: {exc}", headers=_NOSNIFF) from exc
     except NotAnImage as exc:
         raise HTTPException(415, detail=f"file of image {image_id!r} is not served: {exc}", headers=_NOSNIFF) from exc
     except ValueError as exc:
