@@ -33,7 +33,7 @@ from edgemine.bundle.snapshot import (
     publish_version,
 )
 from edgemine.bundle.state import StateDB
-from edgemine.indexer.pipeline import embed_items
+from edgemine.indexer.engine import EmbedJob, IndexEngine, LocalEngine
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
@@ -106,7 +106,8 @@ def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None
 
 def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: int = 64,
               workers: int = 2, prune: bool = False, rebuild: bool = False,
-              progress: bool = True, options: IndexOptions | None = None) -> IndexReport:
+              progress: bool = True, options: IndexOptions | None = None,
+              engine: IndexEngine | None = None) -> IndexReport:
     """Index `source` into the bundle at `bundle`: embed only new or changed images, then publish.
 
     Args:
@@ -119,8 +120,10 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         rebuild: ignore the published version's vectors (needed to change model).
         progress: show a progress bar.
         options: index type and memory budget (default: automatic choice, 4 GiB).
+        engine: what embeds the pending items (default: `LocalEngine`, this machine).
     """
     options = options or IndexOptions()
+    engine = engine or LocalEngine()
     started = time.perf_counter()
     paths = BundlePaths(bundle)
     check_writable(paths)
@@ -178,9 +181,11 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
                 failures.extend(bad)
                 state.record_failures((i.image_id, i.path, r) for i, r in bad)
 
-            stats = embed_items(fresh, embedder, batch_size=batch_size, workers=workers,
-                                on_batch=on_batch, on_failures=on_failures, progress=progress)
+            job = EmbedJob(fresh, embedder, model.load, model.info.identity, paths, batch_size,
+                           workers, progress)
+            stats = engine.embed(job, on_batch, on_failures)
             report.embedded_now = stats.embedded
+            report.resumed_from_journal += stats.resumed
             report.embed_images_per_s = round(stats.images_per_s, 2)
         dim = embedder.dim if todo else (byo_dim or (prev.manifest.dim if prev else 0))
 
@@ -191,6 +196,7 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         if published is not None:
             report.version, report.published = published, True
             state.journal_clear()
+            engine.discard_staged(paths)
         state.clear_failures(vectors)
         report.seconds = round(time.perf_counter() - started, 3)
         report.report_path = str(_write_report(paths, report))
