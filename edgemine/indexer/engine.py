@@ -15,6 +15,7 @@ from edgemine.indexer.pipeline import EmbedStats, embed_items
 from edgemine.indexer.sources import SourceItem
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
+from edgemine.search.maintain import IndexBuilder
 
 OnBatch = Callable[[list[SourceItem], Vectors], None]
 OnFailures = Callable[[list[tuple[SourceItem, str]]], None]
@@ -47,6 +48,10 @@ class IndexEngine(Protocol):
         """Forget anything staged for resuming, once the run's vectors are published."""
         ...
 
+    def index_builder(self) -> IndexBuilder | None:
+        """Return what builds a new index of the version (None: `build_index` in this process)."""
+        ...
+
 
 class LocalEngine:
     """This machine: decoding worker processes feed the model (`embed_items`)."""
@@ -60,3 +65,7 @@ class LocalEngine:
 
     def discard_staged(self, paths: BundlePaths) -> None:
         """Nothing to discard: the local engine resumes from the state's journal alone."""
+
+    def index_builder(self) -> IndexBuilder | None:
+        """Build indexes in this process."""
+        return None

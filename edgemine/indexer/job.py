@@ -7,7 +7,7 @@ import fcntl
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
 from edgemine.models.weights import same_model
-from edgemine.search.maintain import make_index
+from edgemine.search.maintain import IndexBuilder, make_index
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET
 
 
@@ -48,6 +48,7 @@ class IndexOptions:
 
     index: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    build: IndexBuilder | None = None  # None: the engine's builder (in-process for the local engine)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
     """
     options = options or IndexOptions()
     engine = engine or LocalEngine()
+    if options.build is None:
+        options = replace(options, build=engine.index_builder())
     started = time.perf_counter()
     paths = BundlePaths(bundle)
     check_writable(paths)
@@ -323,7 +326,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         prev_info=prev.manifest.index if reuse and prev is not None else None,
         prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
         changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
-        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))))
+        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))), build=options.build)
     _sync_state(state, catalog, manifest.version, labeled, report,
                 publish=lambda: publish_version(paths, manifest, catalog, embeddings, index))
     return manifest.version

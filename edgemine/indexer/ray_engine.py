@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,11 @@ from edgemine.bundle.layout import BundlePaths
 from edgemine.indexer import ray_staging
 from edgemine.indexer.engine import EmbedJob, OnBatch, OnFailures
 from edgemine.indexer.pipeline import EmbedStats
+from edgemine.indexer.ray_ivf import RAY_IVF_MIN_ROWS, RayIvfBuilder
 from edgemine.indexer.ray_tasks import EmbedActor, decode_batch
 from edgemine.indexer.sources import SourceItem
 from edgemine.models.pixels import PixelEmbedder
+from edgemine.search.maintain import IndexBuilder
 
 # Attempts per decode task and per actor task: Ray retries a worker that died mid-batch; a file
 # that fails every attempt is isolated (its block re-run one file per block) and reported.
@@ -45,7 +48,7 @@ def import_ray() -> Any:
     """Import ray, or explain how to install it."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as exc:
         raise RayUnavailable("--engine ray needs Ray: pip install 'edgemine[ray]'") from exc
     return ray
@@ -97,6 +100,7 @@ class RayEngine:
     address: str | None = None
     actors: int = 1
     gpus_per_actor: float = 0.0
+    ivf_min_rows: int = RAY_IVF_MIN_ROWS  # smaller IVF indexes are filled in this process
     name: str = "ray"
 
     def embed(self, job: EmbedJob, on_batch: OnBatch, on_failures: OnFailures) -> EmbedStats:
@@ -136,6 +140,10 @@ class RayEngine:
         """Delete the staged shards: their vectors are in the published version."""
         ray_staging.discard(paths)
 
+    def index_builder(self) -> IndexBuilder | None:
+        """Fill large IVF indexes in parallel Ray tasks (`ray_ivf`); others build in this process."""
+        return RayIvfBuilder(self.address, ivf_min_rows=self.ivf_min_rows)
+
     def _embed_pass(self, ray: Any, items: list[SourceItem], job: EmbedJob, embedder: PixelEmbedder,
                     folder: Any, block_rows: int, on_batch: OnBatch, on_failures: OnFailures,
                     stats: EmbedStats) -> set[str]:
@@ -147,18 +155,23 @@ class RayEngine:
                             "fingerprint": [i.fingerprint for i in chunk]})
                   for chunk in _chunks(items, block_rows)]
         ds = ray.data.from_arrow(blocks)
-        ds = ds.map_batches(decode_batch, batch_size=block_rows, batch_format="numpy", num_cpus=1,
-                            max_retries=RAY_TRIES - 1,
-                            fn_kwargs={"pixel_step": pixel_step,
-                                       "min_side": getattr(embedder, "input_size", None),
-                                       "shape": shape})
-        # Different remote args (GPUs, actor restarts) also keep Ray from fusing decode into the
-        # actor, which would serialise decoding with the model.
         gpus = {"num_gpus": self.gpus_per_actor} if self.gpus_per_actor > 0 else {}
-        ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"load": job.load},
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, self.actors)),
-                            batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
-                            max_restarts=RAY_TRIES - 1, max_task_retries=RAY_TRIES - 1, **gpus)
+        with warnings.catch_warnings():
+            # Ray 2.60 has no named parameter for retry limits yet (`ray_remote_args` is deprecated
+            # for 2.64, hence the extra's pin); without them a file that kills its worker would be
+            # retried forever (Ray's default for system failures).
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            ds = ds.map_batches(decode_batch, batch_size=block_rows, batch_format="numpy", num_cpus=1,
+                                fn_kwargs={"pixel_step": pixel_step,
+                                           "min_side": getattr(embedder, "input_size", None),
+                                           "shape": shape},
+                                max_retries=RAY_TRIES - 1)
+            # Different remote args (actor restarts, GPUs) also keep Ray from fusing decode into
+            # the actor, which would serialise decoding with the model (checked in the tests).
+            ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"load": job.load},
+                                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, self.actors)),
+                                batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
+                                max_restarts=RAY_TRIES - 1, max_task_retries=RAY_TRIES - 1, **gpus)
         by_id = {i.image_id: i for i in items}
         done: set[str] = set()
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

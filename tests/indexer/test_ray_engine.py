@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
+from PIL import Image
 
-from edgemine.bundle import load_current
-from edgemine.bundle.layout import ModelInfo
+from edgemine.bundle import BundleError, StateDB, load_current
+from edgemine.bundle.layout import BundlePaths, ModelInfo
 from edgemine.indexer import IndexReport, ModelChoice, run_index, scan_directory
 from edgemine.indexer.ray_engine import RayEngine
 from edgemine.indexer.ray_staging import STAGING, read_staged, staging_dir
@@ -77,30 +79,30 @@ def test_ray_engine_reuses_staged_shards_of_an_interrupted_run(
         pass
 
     class Stop(RayEngine):
+        """Killed after staging its 2nd shard, before the driver journals it."""
+
         def embed(self, job: Any, on_batch: Any, on_failures: Any) -> Any:
             def stop_after(items: Any, vecs: Any) -> None:
-                on_batch(items, vecs)
                 self.batches = getattr(self, "batches", 0) + 1
                 if self.batches >= crash_after:
                     raise Interrupted
+                on_batch(items, vecs)
             return super().embed(job, stop_after, on_failures)
 
-    try:
+    with pytest.raises(Interrupted):
         index(root, bundle, fake_model, Stop(actors=1))
-    except Interrupted:
-        pass
-    folder = staging_dir(__import__("edgemine.bundle.layout", fromlist=["BundlePaths"]).BundlePaths(bundle),
-                         fake_model.info.identity)
+    folder = staging_dir(BundlePaths(bundle), fake_model.info.identity)
     staged = read_staged(folder, fake_embedder.dim)
     assert len(staged) == 8 and not (bundle / "CURRENT").exists()
+    assert StateDB(bundle / "state.sqlite").journal_count() == 4  # the 2nd shard never reached it
     shard = sorted(folder.glob("shard-*.parquet"))[0]
     assert pq.read_table(shard).column_names == ["id", "fingerprint", "embedding", "error"]
 
     report = index(root, bundle, fake_model, RayEngine(actors=1))
+    # 4 from the journal, 4 from the shard staged but not journaled; only 4 embedded again
     assert report.resumed_from_journal == 8 and report.embedded_now == 4 and report.added == 12
     snap = load_current(bundle)
     reference = type(fake_embedder)()
-    from PIL import Image
     for row, image_id in enumerate(snap.image_ids):
         with Image.open(root / image_id) as im:
             np.testing.assert_allclose(snap.embeddings[row], reference.embed_images([im])[0], atol=1e-6)
@@ -112,9 +114,5 @@ def test_ray_engine_without_the_pixel_split_is_refused(tmp_path: Path, image_tre
 
     model = ModelChoice(ModelInfo(identity="nopix/v1", name="nopix", pretrained="none"), NoPixels)  # type: ignore[arg-type]
     root, _ = image_tree
-    try:
+    with pytest.raises(BundleError, match="no uint8 pixel step"):
         index(root, tmp_path / "b", model, RayEngine())
-    except Exception as exc:
-        assert "no uint8 pixel step" in str(exc)
-    else:
-        raise AssertionError("expected a refusal")

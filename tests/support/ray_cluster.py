@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,7 +32,7 @@ def require_ray() -> ModuleType:
     """Return the ray module; skip without it, or fail in CI (EDGEMINE_REQUIRE_SCALEOUT=1)."""
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         if os.environ.get("EDGEMINE_REQUIRE_SCALEOUT") == "1":
             pytest.fail("EDGEMINE_REQUIRE_SCALEOUT=1 but ray is not installed: pip install -e '.[ray]'")
@@ -79,8 +80,8 @@ def _ray_cli() -> str:
 
 
 def _alive_nodes(address: str, env: dict[str, str]) -> int:
-    code = ("import ray; ray.init(address=%r, log_to_driver=False); "
-            "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
+    code = (f"import ray; ray.init(address={address!r}, log_to_driver=False); "
+            "print(sum(1 for n in ray.nodes() if n['Alive']))")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
 
@@ -93,7 +94,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
                 os.killpg(proc.pid, sig)
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
+                proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -101,7 +102,8 @@ def two_nodes(port: int) -> Iterator[TwoNodeCluster]:
     """Run `ray start --head --block` and `ray start --address --block` on 127.0.0.1 until exit."""
     require_ray()
     temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, **ray_env(), "HOME": str(temp)}  # its own ~/.ray/auth_token
+    # Token auth with this cluster's own token (head, second node and drivers all read it).
+    env = {**os.environ, **ray_env(), "HOME": str(temp), "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--disable-usage-stats", "--block"]
     address = f"127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
