@@ -102,6 +102,7 @@ class RayEngine:
     gpus_per_actor: float = 0.0
     ivf_min_rows: int = RAY_IVF_MIN_ROWS  # smaller IVF indexes are filled in this process
     name: str = "ray"
+    stats_text: str = ""  # Ray Data's `Dataset.stats()` of the last pass: operators, times, rows
 
     def embed(self, job: EmbedJob, on_batch: OnBatch, on_failures: OnFailures) -> EmbedStats:
         """Embed `job.items` on Ray; staged results of an interrupted run are reused, not re-embedded."""
@@ -193,4 +194,5 @@ class RayEngine:
                 on_failures([(by_id[ids[r]], errors[r]) for r in bad])
                 stats.failed += len(bad)
             done.update(ids[r] for r in fresh)
+        self.stats_text = ds.stats()
         return done
