@@ -148,7 +148,11 @@ class RayEngine:
     def _embed_pass(self, ray: Any, items: list[SourceItem], job: EmbedJob, embedder: PixelEmbedder,
                     folder: Any, block_rows: int, on_batch: OnBatch, on_failures: OnFailures,
                     stats: EmbedStats) -> set[str]:
-        """Run the pipeline over `items` in blocks of `block_rows`; return the ids it accounted for."""
+        """Run the pipeline over `items` in blocks (and model batches) of at most `block_rows`.
+
+        Returns the ids it accounted for (embedded or failed with a reason); the rest were in
+        blocks that failed every try.
+        """
         pixel_step = embedder.pixel_step()
         # The pixel step's output shape is fixed by the model (resize + crop): probe it once.
         shape = tuple(int(s) for s in pixel_step(Image.new("RGB", (97, 131))).shape)
@@ -171,7 +175,7 @@ class RayEngine:
             # the actor, which would serialise decoding with the model (checked in the tests).
             ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"load": job.load},
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, self.actors)),
-                                batch_size=job.batch_size, batch_format="numpy", num_cpus=1,
+                                batch_size=min(job.batch_size, block_rows), batch_format="numpy", num_cpus=1,
                                 max_restarts=RAY_TRIES - 1, max_task_retries=RAY_TRIES - 1, **gpus)
         by_id = {i.image_id: i for i in items}
         done: set[str] = set()

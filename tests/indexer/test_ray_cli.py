@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,9 @@ from typer.testing import CliRunner
 
 from edgemine.bundle import load_current
 from edgemine.bundle.layout import BundlePaths
+from edgemine.cli.index import model_choice
 from edgemine.cli.main import app
+from edgemine.indexer import run_index, scan_directory
 from edgemine.indexer.ray_staging import staging_dir
 from tests.support.ray_cluster import TwoNodeCluster, two_nodes
 
@@ -52,8 +55,8 @@ def test_cli_indexes_through_a_two_node_cluster_like_the_local_engine(
     make_images(src, 16, size=(48, 40))
     (src / "g2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
     env = {**cluster.env, "HF_HUB_OFFLINE": "1"}
-    local = report_of(subprocess.run(edgemine_index(src, tmp_path / "local", elsewhere, env, "--workers", "0"),
-                                     cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300))
+    local = asdict(run_index(scan_directory(src), tmp_path / "local", model_choice("edgemine-tiny", "none", "cpu", 4),
+                             batch_size=4, workers=0, progress=False))
     ray = report_of(subprocess.run(
         edgemine_index(src, tmp_path / "ray", elsewhere, env, "--engine", "ray", "--ray-address",
                        cluster.address, "--actors", "2"),
@@ -71,7 +74,7 @@ def test_sigkill_of_the_ray_driver_then_rerun_embeds_only_what_was_not_staged(
         cluster: TwoNodeCluster, tmp_path: Path, make_images: Callable[..., list[str]]) -> None:
     src, bundle, elsewhere = tmp_path / "src", tmp_path / "bundle", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    make_images(src, 40)
+    make_images(src, 24)
     env = {**cluster.env, "HF_HUB_OFFLINE": "1"}
     cmd = edgemine_index(src, bundle, elsewhere, env, "--engine", "ray", "--ray-address", cluster.address)
     folder = staging_dir(BundlePaths(bundle), "edgemine-tiny/none-seed0")
@@ -92,9 +95,9 @@ def test_sigkill_of_the_ray_driver_then_rerun_embeds_only_what_was_not_staged(
 
     report = report_of(subprocess.run(cmd, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300))
     assert report["resumed_from_journal"] >= 4 * len(staged)  # every staged shard was read back
-    assert report["resumed_from_journal"] + report["embedded_now"] == 40
-    assert report["published"] and report["added"] == 40 and report["failed"] == []
-    assert load_current(bundle).manifest.counts.images == 40
+    assert report["resumed_from_journal"] + report["embedded_now"] == 24
+    assert report["published"] and report["added"] == 24 and report["failed"] == []
+    assert load_current(bundle).manifest.counts.images == 24
     assert not folder.exists()
 
 

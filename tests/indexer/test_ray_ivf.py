@@ -28,7 +28,7 @@ def top_k(index: Any, queries: np.ndarray, k: int = 10, nprobe: int = 4) -> np.n
     return index.search(queries, k)[1]  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,PQ8"])
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "IVF32,SQ8"])
 def test_sharded_ivf_fill_returns_the_single_process_top_k(ray_local: Any, factory: str) -> None:
     vectors = clustered(3000)
     vec_ids = np.arange(3000, dtype=np.int64) * 3 + 7  # stable ids, not row numbers
