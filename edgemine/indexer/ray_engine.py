@@ -16,6 +16,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -146,7 +147,7 @@ class RayEngine:
         return RayIvfBuilder(self.address, ivf_min_rows=self.ivf_min_rows)
 
     def _embed_pass(self, ray: Any, items: list[SourceItem], job: EmbedJob, embedder: PixelEmbedder,
-                    folder: Any, block_rows: int, on_batch: OnBatch, on_failures: OnFailures,
+                    folder: Path, block_rows: int, on_batch: OnBatch, on_failures: OnFailures,
                     stats: EmbedStats) -> set[str]:
         """Run the pipeline over `items` in blocks (and model batches) of at most `block_rows`.
 
