@@ -13,6 +13,7 @@ from PIL import Image
 
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice
+from edgemine.models.pixels import Pixels, PixelStep, ResizePixelStep
 from edgemine.models.vectors import Vectors, l2_normalize
 
 FAKE_DIM = 16
@@ -44,6 +45,16 @@ class FakeEmbedder:
     def embed_batch(self, batch: torch.Tensor) -> Vectors:
         self.batches += 1
         return l2_normalize(batch.numpy() @ self._proj + 1e-3)
+
+    def pixel_step(self) -> PixelStep:
+        return ResizePixelStep((8, 8))
+
+    def to_pixels(self, image: Image.Image) -> Pixels:
+        return self.pixel_step()(image)
+
+    def embed_pixels(self, pixels: Pixels) -> Vectors:
+        flat = pixels.reshape(len(pixels), -1).astype(np.float32) / 255.0 - 0.5
+        return self.embed_batch(torch.from_numpy(flat))
 
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
         return self.embed_batch(torch.stack([self.preprocess(im) for im in images]))

@@ -21,6 +21,7 @@ from edgemine.indexer import (
     run_index,
     scan_directory,
 )
+from edgemine.indexer.engine import IndexEngine, LocalEngine
 from edgemine.indexer.job import IndexOptions
 from edgemine.indexer.sources import IMAGE_EXTENSIONS, Source, SourceError
 from edgemine.models.base import ModelUnavailable
@@ -69,6 +70,19 @@ def read_source(source: Path | str, metadata: Path | None, image_root: Path | st
                       f"({', '.join(sorted(IMAGE_EXTENSIONS))}) nor a manifest ({', '.join(TABLE_SUFFIXES)})")
 
 
+def pick_engine(engine: str, address: str | None, actors: int, gpus_per_actor: float) -> IndexEngine:
+    """Return the engine named by --engine; the Ray options are refused without --engine ray."""
+    if engine == "local":
+        if address is not None or actors != 1 or gpus_per_actor:
+            raise ValueError("--ray-address, --actors and --gpus-per-actor need --engine ray")
+        return LocalEngine()
+    if engine == "ray":
+        from edgemine.indexer.ray_engine import RayEngine  # imports ray only when it runs
+
+        return RayEngine(address=address, actors=actors, gpus_per_actor=gpus_per_actor)
+    raise ValueError(f"--engine must be local or ray, not {engine!r}")
+
+
 def print_report(report: IndexReport) -> None:
     """Print the end-of-run summary."""
     where = f"version {report.version}" if report.version else "no version"
@@ -115,11 +129,19 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="local (this machine) or ray (Ray Data; needs the ray extra).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="--engine ray: auto, HOST:PORT or ray://HOST:PORT of a running cluster (default: start a "
+             "local Ray).")] = None,
+    actors: Annotated[int, typer.Option(min=1, help="--engine ray: embedding actors (model copies), at most.")] = 1,
+    gpus_per_actor: Annotated[float, typer.Option(min=0, help="--engine ray: GPUs each actor requests.")] = 0,
 ) -> None:
     """Embed images into a bundle; re-runs embed only new or changed images."""
     with domain_errors():
         if (source is None) == (embeddings is None):
             raise SourceError("give exactly one of SOURCE or --embeddings FILE")
+        chosen = pick_engine(engine, ray_address, actors, gpus_per_actor)
         if embeddings is not None:
             src = read_embeddings_source(embeddings, image_root)
             choice = ModelChoice(ModelInfo(identity=f"byo:{embedding_model}",
@@ -130,7 +152,7 @@ def index(
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
-                           options=IndexOptions(index_spec, parse_memory(memory_budget)))
+                           options=IndexOptions(index_spec, parse_memory(memory_budget)), engine=chosen)
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:

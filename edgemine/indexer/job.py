@@ -7,7 +7,7 @@ import fcntl
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +33,12 @@ from edgemine.bundle.snapshot import (
     publish_version,
 )
 from edgemine.bundle.state import StateDB
-from edgemine.indexer.pipeline import embed_items
+from edgemine.indexer.engine import EmbedJob, IndexEngine, LocalEngine
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
 from edgemine.models.weights import same_model
-from edgemine.search.maintain import make_index
+from edgemine.search.maintain import IndexBuilder, make_index
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET
 
 
@@ -48,6 +48,7 @@ class IndexOptions:
 
     index: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    build: IndexBuilder | None = None  # None: the engine's builder (in-process for the local engine)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None
 
 def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: int = 64,
               workers: int = 2, prune: bool = False, rebuild: bool = False,
-              progress: bool = True, options: IndexOptions | None = None) -> IndexReport:
+              progress: bool = True, options: IndexOptions | None = None,
+              engine: IndexEngine | None = None) -> IndexReport:
     """Index `source` into the bundle at `bundle`: embed only new or changed images, then publish.
 
     Args:
@@ -119,8 +121,12 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         rebuild: ignore the published version's vectors (needed to change model).
         progress: show a progress bar.
         options: index type and memory budget (default: automatic choice, 4 GiB).
+        engine: what embeds the pending items (default: `LocalEngine`, this machine).
     """
     options = options or IndexOptions()
+    engine = engine or LocalEngine()
+    if options.build is None:
+        options = replace(options, build=engine.index_builder())
     started = time.perf_counter()
     paths = BundlePaths(bundle)
     check_writable(paths)
@@ -178,9 +184,11 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
                 failures.extend(bad)
                 state.record_failures((i.image_id, i.path, r) for i, r in bad)
 
-            stats = embed_items(fresh, embedder, batch_size=batch_size, workers=workers,
-                                on_batch=on_batch, on_failures=on_failures, progress=progress)
+            job = EmbedJob(fresh, embedder, model.load, model.info.identity, paths, batch_size,
+                           workers, progress)
+            stats = engine.embed(job, on_batch, on_failures)
             report.embedded_now = stats.embedded
+            report.resumed_from_journal += stats.resumed
             report.embed_images_per_s = round(stats.images_per_s, 2)
         dim = embedder.dim if todo else (byo_dim or (prev.manifest.dim if prev else 0))
 
@@ -191,6 +199,7 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         if published is not None:
             report.version, report.published = published, True
             state.journal_clear()
+            engine.discard_staged(paths)
         state.clear_failures(vectors)
         report.seconds = round(time.perf_counter() - started, 3)
         report.report_path = str(_write_report(paths, report))
@@ -317,7 +326,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
         prev_info=prev.manifest.index if reuse and prev is not None else None,
         prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
         changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
-        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))))
+        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))), build=options.build)
     _sync_state(state, catalog, manifest.version, labeled, report,
                 publish=lambda: publish_version(paths, manifest, catalog, embeddings, index))
     return manifest.version

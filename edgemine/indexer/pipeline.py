@@ -53,6 +53,7 @@ class EmbedStats:
 
     embedded: int = 0
     failed: int = 0
+    resumed: int = 0  # vectors an engine found staged by an interrupted run (not embedded again)
     seconds: float = 0.0
 
     @property

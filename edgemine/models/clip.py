@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from edgemine.models.base import ModelUnavailable
+from edgemine.models.pixels import ComposedPixelStep, Pixels, PixelStep
 from edgemine.models.vectors import Vectors, l2_normalize
 from edgemine.models.weights import DEFAULT_MODEL, DEFAULT_PRETRAINED, ResolvedWeights, resolve_weights
 
@@ -100,6 +101,30 @@ class ClipEmbedder:
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Turn one decoded image into a model input tensor (safe to run in worker processes)."""
         return self._preprocess(image.convert("RGB"))  # type: ignore[no-any-return]
+
+    def _split_preprocess(self) -> tuple[list[Any], list[Any]]:
+        # open_clip's preprocess is a torchvision Compose: PIL steps (resize, crop, mode), then
+        # ToTensor, then tensor steps (Normalize). Split at ToTensor: uint8 pixels in between.
+        steps = list(self._preprocess.transforms)
+        cut = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
+        if cut is None:
+            raise ModelUnavailable(f"{self.model_name}: preprocessing has no ToTensor step to split at")
+        return steps[:cut], steps[cut + 1:]
+
+    def pixel_step(self) -> PixelStep:
+        """Return a picklable function: decoded image -> the model's uint8 input pixels."""
+        return ComposedPixelStep(self._split_preprocess()[0])
+
+    def to_pixels(self, image: Image.Image) -> Pixels:
+        """Resize and crop one decoded image to the model's uint8 H x W x 3 input pixels."""
+        return self.pixel_step()(image)
+
+    def embed_pixels(self, pixels: Pixels) -> Vectors:
+        """Embed uint8 N x H x W x 3 pixels: to float in [0, 1], the tensor steps, the model."""
+        batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div(255.0)
+        for step in self._split_preprocess()[1]:
+            batch = step(batch)
+        return self.embed_batch(batch.contiguous())
 
     def embed_batch(self, batch: torch.Tensor) -> Vectors:
         """Embed a stacked batch of preprocessed images."""

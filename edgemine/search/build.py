@@ -68,6 +68,14 @@ def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPla
     `train_sample_size`), so that tuning can measure recall on rows the index was not trained on.
     """
     started = time.perf_counter()
+    index, stats = train_new_index(vectors, plan, seed, hold_out)
+    add_vectors(index, vectors, vec_ids)
+    stats.seconds = time.perf_counter() - started
+    return index, stats
+
+
+def train_new_index(vectors: Vectors, plan: IndexPlan, seed: int = 0, hold_out: int = 0) -> tuple[Any, BuildStats]:
+    """Return the plan's index trained on a uniform random sample of `vectors` (still empty)."""
     n, d = vectors.shape
     index = new_index(plan, d)
     stats = BuildStats()
@@ -82,8 +90,6 @@ def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPla
             # Pre-filled quantizer: FAISS then trains only the codec (SQ/PQ) on the sample.
             ivf.quantizer.add(spherical_kmeans(sample, ivf.nlist, seed=seed))
         index.train(sample)
-    add_vectors(index, vectors, vec_ids)
-    stats.seconds = time.perf_counter() - started
     return index, stats
 
 

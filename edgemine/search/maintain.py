@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy.typing as npt
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.layout import FilteredTuning, IndexInfo
 from edgemine.models.vectors import Vectors
-from edgemine.search.build import add_vectors, build_index, index_bytes, ivf_of
+from edgemine.search.build import BuildStats, add_vectors, build_index, index_bytes, ivf_of
 from edgemine.search.filtered import tune_filtered
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET, IndexPlan, choose_index
 from edgemine.search.searcher import Searcher
@@ -24,6 +25,9 @@ RETRAIN_AFTER_GROWTH = 0.5
 TARGET_RECALL = 0.95
 TUNE_K = 100
 TUNE_QUERIES = 200  # rows kept out of the training sample to measure recall on
+
+# Builds a (re)trained index: `build_index`'s signature (vectors, vec_ids, plan, seed, hold_out).
+IndexBuilder = Callable[..., tuple[Any, BuildStats]]
 
 
 def _incremental_ok(prev: IndexInfo | None, plan: IndexPlan, n: int, removed: int) -> bool:
@@ -38,7 +42,7 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
                memory_budget: int = DEFAULT_MEMORY_BUDGET, prev_info: IndexInfo | None = None,
                prev_index_path: Path | None = None, changed_vec_ids: npt.NDArray[np.int64] | None = None,
                removed_vec_ids: npt.NDArray[np.int64] | None = None, new_rows: npt.NDArray[np.int64] | None = None,
-               seed: int = 0) -> tuple[Any, IndexInfo]:
+               seed: int = 0, build: IndexBuilder | None = None) -> tuple[Any, IndexInfo]:
     """Return the index for a version and its manifest info (tuned when (re)built).
 
     Args:
@@ -51,6 +55,8 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
         removed_vec_ids: ids no longer in the version.
         new_rows: rows to add on reuse (new and changed images).
         seed: sampling seed for training and tuning.
+        build: what trains and fills a new index (default `build_index`, this process); the
+            tuning that follows is the same whichever builds it.
     """
     import faiss
 
@@ -74,8 +80,8 @@ def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str
             "build_seconds": round(time.perf_counter() - started, 3),
             "bytes_per_vector": round(index_bytes(index) / max(n, 1), 2)})
         return index, info
-    index, stats = build_index(embeddings, vec_ids, plan, seed=seed,
-                               hold_out=0 if plan.exact else TUNE_QUERIES)
+    index, stats = (build or build_index)(embeddings, vec_ids, plan, seed=seed,
+                                          hold_out=0 if plan.exact else TUNE_QUERIES)
     info = IndexInfo(type=plan.kind, factory="IDMap2,Flat" if plan.exact else plan.factory,
                      reason=plan.reason, nlist=plan.nlist or (ivf_of(index).nlist if ivf_of(index) else None),
                      train_size=stats.train_size, trained_on=n)
