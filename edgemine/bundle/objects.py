@@ -141,6 +141,18 @@ def uri_inside(uri: str, roots: list[str]) -> str | None:
     return None
 
 
+# The variables that configure object-store access (endpoint, region, credentials). Processes
+# started elsewhere (Ray workers on other nodes) get them from the driver: see store_environment.
+STORE_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                   "AWS_EC2_METADATA_DISABLED", "STORAGE_EMULATOR_HOST")
+
+
+def store_environment() -> dict[str, str]:
+    """Return this process's object-store variables that are set (to hand to remote workers)."""
+    return {name: os.environ[name] for name in STORE_VARIABLES if os.environ.get(name)}
+
+
 def _s3_endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 

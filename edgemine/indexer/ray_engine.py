@@ -25,6 +25,7 @@ from PIL import Image
 
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.layout import BundlePaths
+from edgemine.bundle.objects import store_environment
 from edgemine.indexer import ray_staging
 from edgemine.indexer.engine import EmbedJob, OnBatch, OnFailures
 from edgemine.indexer.pipeline import EmbedStats
@@ -73,6 +74,13 @@ def ray_session(address: str | None) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _store_env() -> dict[str, Any]:
+    # Decode tasks may run on other nodes, which do not see this driver's environment: they read
+    # s3:// / gs:// objects with the driver's endpoint, region and credentials.
+    env = store_environment()
+    return {"runtime_env": {"env_vars": env}} if env else {}
 
 
 def _chunks(items: Sequence[SourceItem], size: int) -> Iterator[list[SourceItem]]:
@@ -171,7 +179,7 @@ class RayEngine:
                                 fn_kwargs={"pixel_step": pixel_step,
                                            "min_side": getattr(embedder, "input_size", None),
                                            "shape": shape},
-                                max_retries=RAY_TRIES - 1)
+                                max_retries=RAY_TRIES - 1, **_store_env())
             # Different remote args (actor restarts, GPUs) also keep Ray from fusing decode into
             # the actor, which would serialise decoding with the model (checked in the tests).
             ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"load": job.load},
