@@ -38,5 +38,9 @@ class StateBusy(BundleError):
     """state.sqlite stayed locked by another writer for longer than the busy timeout."""
 
 
+class StateUnavailable(BundleError):
+    """The state database (PostgreSQL) cannot be reached; the message names its endpoint."""
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"

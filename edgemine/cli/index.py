@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from edgemine.bundle.layout import ModelInfo
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import STATE_HELP, StateUrl, domain_errors
 from edgemine.indexer import (
     IndexReport,
     ModelChoice,
@@ -105,6 +105,7 @@ def index(
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    state_url: StateUrl = None,
 ) -> None:
     """Embed images into a bundle; re-runs embed only new or changed images."""
     with domain_errors():
@@ -120,7 +121,8 @@ def index(
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
-                           options=IndexOptions(index_spec, parse_memory(memory_budget)))
+                           options=IndexOptions(index_spec, parse_memory(memory_budget)),
+                           state_url=state_url)
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:
@@ -133,11 +135,14 @@ def labels_import(
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
     state: Annotated[str, typer.Option(help="labeled, queued or unlabeled.")] = "labeled",
     ignore_unknown: Annotated[bool, typer.Option(help="Skip ids not in the bundle instead of failing.")] = False,
+    state_url: Annotated[str | None, typer.Option(  # --state is the labeling state here
+        "--state-url", envvar="EDGEMINE_STATE_URL", show_default=False, help=STATE_HELP)] = None,
 ) -> None:
     """Mark the listed images labeled (they are never mined again)."""
     with domain_errors():
         if state not in ("labeled", "queued", "unlabeled"):
             raise ValueError(f"--state must be labeled, queued or unlabeled, not {state!r}")
-        result = import_labels(bundle, file, state, ignore_unknown)  # type: ignore[arg-type]
+        result = import_labels(bundle, file, state, ignore_unknown,  # type: ignore[arg-type]
+                               state_url=state_url)
     typer.echo(f"{result.changed} of {result.requested} images newly marked {state}"
                + (f"; {len(result.unknown)} unknown ids skipped" if result.unknown else ""))
