@@ -14,6 +14,7 @@ from PIL import Image
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice
 from edgemine.models.vectors import Vectors, l2_normalize
+from tests.support.postgres import pg_server, pg_url  # noqa: F401 - fixtures for every suite
 
 FAKE_DIM = 16
 
