@@ -10,7 +10,8 @@ with the same `execute`/`executemany` surface. The SQL is the dialect both under
 - `CREATE TEMP TABLE IF NOT EXISTS` + `DELETE FROM` for per-transaction scratch tables;
 - no `lastrowid` (use `RETURNING`), no GROUP_CONCAT, no JSON functions; aggregates that may be
   NUMERIC in PostgreSQL (SUM, AVG) are converted by the caller (`int(...)`/`float(...)`);
-- compare columns with parameters of their own type (PostgreSQL does not coerce text to int).
+- compare columns with parameters of their own type (PostgreSQL does not coerce text to int);
+- `rowid` (insertion order) exists only on batches and queries (an explicit column in PostgreSQL).
 """
 
 from __future__ import annotations
