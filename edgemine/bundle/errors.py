@@ -38,6 +38,10 @@ class StateBusy(BundleError):
     """state.sqlite stayed locked by another writer for longer than the busy timeout."""
 
 
+class UnstorableText(ValueError):
+    """Text the state database cannot hold (PostgreSQL text cannot contain NUL characters)."""
+
+
 class StateUnavailable(BundleError):
     """The state database (PostgreSQL) cannot be reached; the message names its endpoint."""
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
-from edgemine.bundle.errors import BundleError, StateBusy, StateReadOnly, StateUnavailable
+from edgemine.bundle.errors import BundleError, StateBusy, StateReadOnly, StateUnavailable, UnstorableText
 from edgemine.bundle.migrations_pg import (
     PG_LATEST,
     SYNC_KEY,
@@ -173,6 +173,9 @@ class PgStateDB(StateDB):
     def translate(self, exc: Exception) -> Exception:
         """Return the domain error for a psycopg error (the error itself when none applies)."""
         errors = _psycopg().errors
+        if isinstance(exc, errors.DataError) and "NUL" in str(exc):
+            return UnstorableText("text containing a NUL character (\\u0000) cannot be stored or looked up in the "
+                                  "PostgreSQL state database: remove it")
         if isinstance(exc, errors.LockNotAvailable):
             return StateBusy(f"the state database {self.where} is busy: another writer held it for "
                              f"more than {self.busy_timeout:g} s; retry")

@@ -17,7 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from edgemine.service import MineQuery
 from tests.support.live_server import child_env, serving
-from tests.support.state_backend import runtime_of
+from tests.support.state_backend import runtime_of, state_env
 
 Make = Callable[..., Any]
 
@@ -137,7 +137,8 @@ def test_cli_mine_subprocess(tmp_path: Path, make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=200, seed=23)
     result = subprocess.run(
         [sys.executable, "-m", "edgemine.cli.main", "mine", "--bundle", str(built.path), "-p", "im0007", "-k", "5",
-         "--format", "jsonl"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+         "--format", "jsonl"], cwd=tmp_path, env=child_env(state_env(built.path)), capture_output=True, text=True,
+        timeout=120)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert len(rows) == 5

@@ -222,6 +222,7 @@ def test_yield_endpoint_reports_per_query_and_session(make_byo_bundle: Make, ope
     assert client.get("/v1/yield", params={"session_id": "none"}).json()["overall"]["reviewed"] == 0
 
 
+@sqlite_only
 def test_read_only_state_still_mines_returns_a_query_id_and_refuses_verdicts(
         make_byo_bundle: Make, open_client: Make, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:

@@ -77,3 +77,9 @@ def state_of(bundle: Path | str) -> StateDB:
 def runtime_of(bundle: Path | str, **kwargs: Any) -> Runtime:
     """Return a service Runtime over `bundle` with its state on the backend the tests run on."""
     return Runtime(Path(bundle), state_url=state_url(bundle), **kwargs)
+
+
+def state_env(bundle: Path | str) -> dict[str, str]:
+    """Return EDGEMINE_STATE_URL for a CLI subprocess over `bundle` (nothing on SQLite)."""
+    url = state_url(bundle)
+    return {"EDGEMINE_STATE_URL": url} if url else {}

@@ -12,7 +12,7 @@ from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from edgemine.bundle.errors import BundleError, StateUnavailable, UnknownImageIds
+from edgemine.bundle.errors import BundleError, StateUnavailable, UnknownImageIds, UnstorableText
 from edgemine.models.base import ModelUnavailable
 from edgemine.scenarios.errors import (
     InputFileError,
@@ -79,6 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueryError)
     @app.exception_handler(FilterError)
+    @app.exception_handler(UnstorableText)
     async def bad_query(_: Request, exc: ValueError) -> Response:
         return SafeJSONResponse({"detail": str(exc)}, status_code=422)
 
