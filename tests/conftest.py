@@ -15,6 +15,7 @@ from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice
 from edgemine.models.pixels import Pixels, PixelStep, ResizePixelStep
 from edgemine.models.vectors import Vectors, l2_normalize
+from tests.support.postgres import pg_server, pg_url  # noqa: F401 - fixtures for every suite
 
 FAKE_DIM = 16
 # Fixtures of the S3-compatible test server (moto on 127.0.0.1): s3_env, bucket.

@@ -38,5 +38,13 @@ class StateBusy(BundleError):
     """state.sqlite stayed locked by another writer for longer than the busy timeout."""
 
 
+class UnstorableText(ValueError):
+    """Text the state database cannot hold (PostgreSQL text cannot contain NUL characters)."""
+
+
+class StateUnavailable(BundleError):
+    """The state database (PostgreSQL) cannot be reached; the message names its endpoint."""
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"

@@ -16,7 +16,6 @@ judgement); each figure comes with a 95% Wilson score interval.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from pydantic import BaseModel, Field
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.bundle.layout import utc_now
 from edgemine.bundle.state import StateDB
+from edgemine.bundle.state_conn import StateConn
 
 VerdictName = Literal["accept", "reject", "skip"]
 VERDICTS: tuple[VerdictName, ...] = ("accept", "reject", "skip")
@@ -33,6 +33,7 @@ VERDICTS: tuple[VerdictName, ...] = ("accept", "reject", "skip")
 Z95 = 1.959963984540054
 # A session's yield curve has at most this many points (evenly spaced, the last one always kept).
 MAX_CURVE_POINTS = 500
+_NO_LIMIT = 2**62  # LIMIT without a limit: SQLite needs one before OFFSET, PostgreSQL refuses -1
 _COLUMNS = "seq, image_id, verdict, query_id, session_id, reviewer, source, at"
 
 
@@ -154,7 +155,7 @@ def store_verdicts(db: StateDB, verdicts: Sequence[tuple[str, str, str | None]],
         return apply_verdicts(conn, verdicts, reviewer, session_id, source)
 
 
-def apply_verdicts(conn: sqlite3.Connection, verdicts: Sequence[tuple[str, str, str | None]],
+def apply_verdicts(conn: StateConn, verdicts: Sequence[tuple[str, str, str | None]],
                    reviewer: str | None, session_id: str | None, source: str = "api") -> RecordedVerdicts:
     """Store verdicts inside an open write transaction (to combine with other writes atomically)."""
     bad = sorted({v for _, v, _ in verdicts if v not in VERDICTS})
@@ -206,7 +207,7 @@ def _scope(query_id: str | None, session_id: str | None, alias: str) -> tuple[st
         parts.append(f"({alias}.session_id = ? OR {alias}.query_id IN "
                      "(SELECT query_id FROM queries WHERE session_id = ?))")
         params += [session_id, session_id]
-    return " AND ".join(parts) or "1", params
+    return " AND ".join(parts) or "1 = 1", params
 
 
 def list_verdicts(db: StateDB, query_id: str | None = None, verdict: str | None = None,
@@ -228,7 +229,7 @@ def list_verdicts(db: StateDB, query_id: str | None = None, verdict: str | None 
         sql += " AND v.verdict = ?"
         args.append(verdict)
     sql += " ORDER BY v.seq LIMIT ? OFFSET ?"
-    args += [-1 if limit is None else limit, offset]
+    args += [_NO_LIMIT if limit is None else limit, offset]
     with db.read() as conn:
         rows = conn.execute(sql, args).fetchall()
     return [VerdictRecord(seq=r[0], image_id=r[1], verdict=r[2], query_id=r[3], session_id=r[4],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
@@ -110,7 +110,7 @@ def plan_sync(db: StateDB, target: Sequence[ImageRow]) -> SyncPlan:
     # A merge of two id-ordered streams: the table is never held in memory. SQLite orders TEXT
     # by UTF-8 bytes, which is code point order, as Python orders str.
     with db.read() as conn:
-        stored: Iterator[tuple[str, str | None, str, int | None]] = conn.execute(
+        stored: Iterable[tuple[str, str | None, str, int | None]] = conn.execute(
             "SELECT image_id, path, metadata, vec_id FROM images ORDER BY image_id")
         for row in stored:
             image_id = row[0]
@@ -176,6 +176,31 @@ def in_step(db: StateDB, version: int, images: int) -> bool:
         return False
     with db.read() as conn:
         return int(conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]) == images
+
+
+def bring_in_step(db: StateDB, version: int, catalog: pa.Table) -> bool:
+    """Sync the images table to a served version unless it already mirrors it or a newer one.
+
+    For state shared by several hosts (PostgreSQL): a service brings the table in step with the
+    version it serves (a bundle indexed with its own state.sqlite, or a new state database).
+    Runs under the store's sync lock, which the indexer also holds through its sync and publish;
+    a table already synced to a newer version is left alone (the indexer published one that
+    this process has not switched to yet). Returns whether it wrote anything.
+    """
+    if in_step(db, version, catalog.num_rows):
+        return False
+    with db.sync_lock():
+        synced = synced_version(db)
+        if synced is not None and synced > version:
+            return False
+        if in_step(db, version, catalog.num_rows):
+            return False  # another process synced it while this one waited for the lock
+        mark_synced(db, None)
+        plan = plan_sync(db, catalog_rows(catalog))
+        apply_upserts(db, plan.upserts)
+        apply_deletes(db, plan.deletes)
+        mark_synced(db, version)
+    return True
 
 
 def label_from_source(db: StateDB, ids: Sequence[str]) -> int:

@@ -14,6 +14,11 @@ it publishes the version (edgemine.bundle.images_sync), so an image that is not 
 can already be labeled or queued by id; it is then excluded from mining as soon as its version
 is served. That is the accepted cost of never having a served image without a row.
 
+Backends: this SQLite file is the embedded default; `open_state(paths, url)` with a
+postgresql:// URL returns a PgStateDB (edgemine.bundle.state_pg) with the same API, for several
+service hosts sharing one state. The SQL every module writes is the portable dialect of
+edgemine.bundle.state_conn.
+
 Read-only: when this process may not write the file or its directory (a non-root container
 user on a bundle owned by another user), the database opens read-only: reads work, `writable`
 is False and every write raises StateReadOnly (the service answers 503).
@@ -33,8 +38,9 @@ from urllib.parse import quote
 import numpy as np
 
 from edgemine.bundle.errors import BundleError, StateBusy, StateReadOnly, UnknownImageIds
-from edgemine.bundle.layout import utc_now
+from edgemine.bundle.layout import BundlePaths, utc_now
 from edgemine.bundle.migrations import LATEST, check_known, migrate, schema_version
+from edgemine.bundle.state_conn import StateConn
 from edgemine.models.vectors import Vectors
 
 LabelState = Literal["unlabeled", "queued", "labeled", "rejected"]
@@ -56,6 +62,10 @@ def state_writable(path: Path) -> bool:
 class StateDB:
     """Access to state.sqlite; a connection per write, one cached reader per thread."""
 
+    # Whether several hosts share this state (then a service brings the images table in step
+    # with the version it serves itself; see edgemine.service.runtime).
+    shared = False
+
     def __init__(self, path: Path, *, read_only: bool = False, busy_timeout: float = 30.0) -> None:
         """Open (creating and migrating when writable) the state database at `path`.
 
@@ -65,6 +75,7 @@ class StateDB:
             busy_timeout: seconds a write waits for another writer before StateBusy.
         """
         self.path = Path(path)
+        self.where = str(self.path)
         self.busy_timeout = busy_timeout
         self.writable = not read_only and state_writable(self.path)
         # Read the file as immutable: only where even reading normally fails (see _read_only).
@@ -148,7 +159,7 @@ class StateDB:
             "state.sqlite, then restart")
 
     @contextlib.contextmanager
-    def write(self, busy_timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+    def write(self, busy_timeout: float | None = None) -> Iterator[StateConn]:
         """Yield a connection inside one write transaction (committed on success).
 
         `busy_timeout`: seconds to wait for another writer (default: the database's), then StateBusy.
@@ -178,7 +189,7 @@ class StateDB:
     connect = write  # the name callers used before reads and writes were told apart
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[StateConn]:
         """Yield a connection inside one read transaction: a consistent view, no write lock."""
         try:
             db = self._reader()
@@ -197,6 +208,17 @@ class StateDB:
             if translated is None:
                 raise
             raise translated from exc
+
+    def sync_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the images-sync lock: nothing to hold for a file only one indexer writes."""
+        return contextlib.nullcontext()
+
+    def close(self) -> None:
+        """Close this thread's cached reader (others close with their threads)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         if not self.writable:
@@ -218,8 +240,9 @@ class StateDB:
         rows = [(i, f, model, np.ascontiguousarray(v, np.float32).tobytes())
                 for i, f, v in zip(ids, fingerprints, vectors, strict=True)]
         with self.write() as db:
-            db.executemany("INSERT OR REPLACE INTO journal (image_id, fingerprint, model, vector) "
-                           "VALUES (?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO journal (image_id, fingerprint, model, vector) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (image_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                           "model = excluded.model, vector = excluded.vector", rows)
 
     def journal_load(self, model: str, dim: int) -> dict[str, tuple[str, Vectors]]:
         """Return journaled vectors of `model` by image id, with their fingerprints."""
@@ -248,8 +271,9 @@ class StateDB:
         """Remember files that could not be used (id, path, reason)."""
         now = utc_now()
         with self.write() as db:
-            db.executemany("INSERT OR REPLACE INTO failures (image_id, path, reason, at) "
-                           "VALUES (?, ?, ?, ?)", [(i, p, r, now) for i, p, r in failures])
+            db.executemany("INSERT INTO failures (image_id, path, reason, at) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (image_id) DO UPDATE SET path = excluded.path, "
+                           "reason = excluded.reason, at = excluded.at", [(i, p, r, now) for i, p, r in failures])
 
     def clear_failures(self, ids: Iterable[str]) -> None:
         """Forget failures of files that have since been indexed."""
@@ -307,7 +331,7 @@ class StateDB:
         return counts
 
 
-def apply_state(db: sqlite3.Connection, ids: Sequence[str], state: LabelState,
+def apply_state(db: StateConn, ids: Sequence[str], state: LabelState,
                 batch_id: str | None, only_known: bool) -> int:
     """Set states inside an open transaction and log one event per changed image."""
     if state not in LABEL_STATES:
@@ -335,3 +359,18 @@ def apply_state(db: sqlite3.Connection, ids: Sequence[str], state: LabelState,
     db.executemany("INSERT INTO label_events (image_id, state, at) VALUES (?, ?, ?)",
                    [(i, state, now) for i in changed])
     return len(changed)
+
+
+def open_state(paths: BundlePaths, url: str | None = None, *, read_only: bool = False) -> StateDB:
+    """Open the bundle's state: state.sqlite in the bundle, or the PostgreSQL database at `url`.
+
+    Raises StateUnavailable (naming host:port/database) when the database cannot be reached.
+    """
+    if not url:
+        return StateDB(paths.state_db, read_only=read_only)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise BundleError("a state URL must start with postgresql:// (or postgres://); "
+                          "leave it unset to keep state.sqlite in the bundle")
+    from edgemine.bundle.state_pg import PgStateDB  # psycopg only where a URL asks for it
+
+    return PgStateDB(url, read_only=read_only)

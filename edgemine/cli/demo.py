@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB
+from edgemine.bundle.state import open_state
 from edgemine.cli.common import domain_errors
 from edgemine.cli.index import model_choice, print_report
 from edgemine.indexer import ModelChoice, read_manifest_source, run_index
@@ -70,7 +70,7 @@ def import_demo_truth(bundle: Path, data_dir: Path) -> None:
     from edgemine.demo.truth import MODELS, TRUTH_FILE, prediction_file
     from edgemine.scenarios.store import import_annotations, import_predictions
 
-    state = StateDB(BundlePaths(bundle).state_db)
+    state = open_state(BundlePaths(bundle))
     import_annotations(state, data_dir / TRUTH_FILE)
     for m in MODELS:
         import_predictions(state, data_dir / prediction_file(m.name), m.name)

@@ -12,9 +12,8 @@ import typer
 from pydantic import ValidationError
 
 from edgemine.bundle.errors import BundleError
-from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors, text_table
+from edgemine.cli.common import StateUrl, bundle_state, domain_errors, text_table
 from edgemine.scenarios import evaluate as evaluation
 from edgemine.scenarios.lock import load_locked
 from edgemine.scenarios.results import Evaluation, LockedScenario, Measurement, SliceRow
@@ -46,13 +45,11 @@ def evaluate(
     score_threshold: Annotated[float, typer.Option(
         help="With --metric: predictions below this score are dropped.")] = 0.0,
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
+    state_url: StateUrl = None,
 ) -> None:
     """Print the model's metric with n and a 95% interval: all labeled images, each scenario, slices worst first."""
     with domain_errors():
-        path = BundlePaths(bundle).state_db
-        if not path.is_file():
-            raise BundleError(f"{bundle} has no state.sqlite: is it a bundle directory?")
-        state = StateDB(path)
+        state = bundle_state(bundle, state_url)
         folder = scenarios if scenarios is not None else DEFAULT_SCENARIOS
         if scenarios is not None and not folder.is_dir():
             raise BundleError(f"scenarios folder {folder} does not exist")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import StateUrl, domain_errors
 from edgemine.service.labelstudio import (
     DEFAULT_ACCEPT,
     DEFAULT_CHOICE_NAME,
@@ -41,6 +41,7 @@ def verdicts_import(
     ] = None,
     session: Annotated[str | None, typer.Option(
         show_default=False, help="Mining session the verdicts belong to (for use_verdicts and yield).")] = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Import annotations exported from Label Studio as verdicts; annotated images become labeled.
 
@@ -50,7 +51,8 @@ def verdicts_import(
     with domain_errors():
         choices = ChoiceMap(accept=tuple(accept_choice or DEFAULT_ACCEPT),
                             reject=tuple(reject_choice or DEFAULT_REJECT), name=choice_name)
-        report = import_labelstudio(bundle, file, choices, fmt=fmt, reviewer=reviewer, session_id=session)
+        report = import_labelstudio(bundle, file, choices, fmt=fmt, reviewer=reviewer, session_id=session,
+                                    state_url=state_url)
     counts = ", ".join(f"{report.counts.get(v, 0)} {v}" for v in ("accept", "reject", "skip"))
     typer.echo(f"imported {report.recorded} verdicts ({counts}) on {report.images} images from {file} "
                f"(Label Studio {_FORMAT_NAMES[report.format]}); {report.newly_labeled} images newly marked labeled")

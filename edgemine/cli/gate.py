@@ -13,10 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgemine.bundle.errors import BundleError
-from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import StateUrl, bundle_state, domain_errors
 from edgemine.scenarios.errors import ScenarioError
 from edgemine.scenarios.gate import run_gate
 from edgemine.scenarios.lock import load_locked
@@ -36,18 +33,10 @@ EXIT_CODES = {"pass": 0, "fail": 1, "error": 2}
 STDOUT = Path("-")
 
 
-def open_state(bundle: Path) -> StateDB:
-    """Open the bundle's state database (ground truth, predictions); a clear error when there is none."""
-    path = BundlePaths(bundle).state_db
-    if not path.is_file():
-        raise BundleError(f"{bundle} has no state.sqlite: is it a bundle directory?")
-    return StateDB(path)
-
-
 def compute_report(bundle: Path, folder: Path, candidate: str, baseline: str, *, strict: bool,
-                   seed: int) -> GateReport:
+                   seed: int, state_url: str | None = None) -> GateReport:
     """Load the locked scenarios of `folder` and run the gate of `candidate` against `baseline`."""
-    state = open_state(bundle)
+    state = bundle_state(bundle, state_url)
     if not folder.is_dir():
         raise ScenarioError(f"scenarios folder {folder} does not exist (give it with --scenarios DIR)")
     locked = load_locked(folder, state)
@@ -140,6 +129,7 @@ def gate(
         show_default=False, metavar="FILE|-",
         help=f"Write the failed scenarios' regressed flips as a /v1/mine body (positive_ids, at most "
              f"{MAX_EXAMPLES}) to FILE, or print it with '-' (the summary then goes to stderr).")] = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Compare a candidate model with the baseline on every locked scenario; exit 0 pass, 1 regression, 2 error.
 
@@ -150,7 +140,8 @@ def gate(
     evaluated.
     """
     with domain_errors():
-        report = compute_report(bundle, scenarios, candidate, baseline, strict=strict, seed=seed)
+        report = compute_report(bundle, scenarios, candidate, baseline, strict=strict, seed=seed,
+                                state_url=state_url)
         written = write_reports(report, bundle, junit=junit, markdown=markdown, html=html, json_out=json_out)
         body, total = mine_flips_body(report) if mine_flips is not None else (None, 0)
     to_stderr = mine_flips == STDOUT

@@ -11,7 +11,7 @@ import typer
 
 from edgemine.bundle.layout import ModelInfo
 from edgemine.bundle.objects import is_remote, local_path
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import STATE_HELP, StateUrl, domain_errors
 from edgemine.indexer import (
     IndexReport,
     ModelChoice,
@@ -136,6 +136,7 @@ def index(
              "local Ray).")] = None,
     actors: Annotated[int, typer.Option(min=1, help="--engine ray: embedding actors (model copies), at most.")] = 1,
     gpus_per_actor: Annotated[float, typer.Option(min=0, help="--engine ray: GPUs each actor requests.")] = 0,
+    state_url: StateUrl = None,
 ) -> None:
     """Embed images into a bundle; re-runs embed only new or changed images."""
     with domain_errors():
@@ -152,7 +153,8 @@ def index(
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
-                           options=IndexOptions(index_spec, parse_memory(memory_budget)), engine=chosen)
+                           options=IndexOptions(index_spec, parse_memory(memory_budget)), engine=chosen,
+                           state_url=state_url)
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:
@@ -165,11 +167,14 @@ def labels_import(
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
     state: Annotated[str, typer.Option(help="labeled, queued or unlabeled.")] = "labeled",
     ignore_unknown: Annotated[bool, typer.Option(help="Skip ids not in the bundle instead of failing.")] = False,
+    state_url: Annotated[str | None, typer.Option(  # --state is the labeling state here
+        "--state-url", envvar="EDGEMINE_STATE_URL", show_default=False, help=STATE_HELP)] = None,
 ) -> None:
     """Mark the listed images labeled (they are never mined again)."""
     with domain_errors():
         if state not in ("labeled", "queued", "unlabeled"):
             raise ValueError(f"--state must be labeled, queued or unlabeled, not {state!r}")
-        result = import_labels(bundle, file, state, ignore_unknown)  # type: ignore[arg-type]
+        result = import_labels(bundle, file, state, ignore_unknown,  # type: ignore[arg-type]
+                               state_url=state_url)
     typer.echo(f"{result.changed} of {result.requested} images newly marked {state}"
                + (f"; {len(result.unknown)} unknown ids skipped" if result.unknown else ""))

@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from edgemine.bundle.errors import BundleError
-from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import load_current
 from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import StateUrl, bundle_state, domain_errors
 from edgemine.scenarios.errors import InputFileError
 from edgemine.scenarios.files import list_scenarios, load_scenario, save_scenario, scenario_path
 from edgemine.scenarios.lock import (
@@ -42,7 +40,7 @@ Bundle = Annotated[Path, typer.Option(help="Bundle directory.")]
 Folder = Annotated[Path, typer.Option("--scenarios", help="Scenarios folder (YAML files and their locks).")]
 
 
-def make_resolver(bundle: Path, loader: EmbedderLoader | None = None) -> Resolver:
+def make_resolver(bundle: Path, loader: EmbedderLoader | None = None, state_url: str | None = None) -> Resolver:
     """Return a Resolver mining the bundle like `edgemine mine` (same model loading; built on first use).
 
     `loader` replaces the CLIP loader (tests pass a fake embedder); text prompts load the model.
@@ -54,17 +52,15 @@ def make_resolver(bundle: Path, loader: EmbedderLoader | None = None) -> Resolve
 
     def resolve(body: dict[str, Any]) -> list[str]:
         if not runtime:
-            runtime.append(Runtime(bundle) if loader is None else Runtime(bundle, loader=loader))
+            extra: dict[str, Any] = {} if loader is None else {"loader": loader}
+            runtime.append(Runtime(bundle, state_url=state_url, **extra))
         return resolve_query(runtime[0].current().miner, body)
 
     return resolve
 
 
-def _state(bundle: Path) -> StateDB:
-    path = BundlePaths(bundle).state_db
-    if not path.is_file():
-        raise BundleError(f"bundle {bundle} has no state.sqlite (run `edgemine index` first)")
-    return StateDB(path)
+def _state(bundle: Path, state_url: str | None) -> StateDB:
+    return bundle_state(bundle, state_url)
 
 
 def _version(bundle: Path) -> str:
@@ -118,6 +114,7 @@ def create(
     force: Annotated[bool, typer.Option(help="Replace an existing scenario file of this name.")] = False,
     bundle: Bundle = Path("bundle"),
     scenarios: Folder = Path("scenarios"),
+    state_url: StateUrl = None,
 ) -> None:
     """Write NAME.yaml from a mining query and/or ids, resolve its members and write NAME.lock.json."""
     with domain_errors():
@@ -142,10 +139,11 @@ def create(
                 raise ValueError("a scenario needs members: give --from-query FILE, --ids ID, or both") from exc
             raise ValueError(f"{'.'.join(str(p) for p in first['loc']) or 'scenario'}: "
                              f"{str(first['msg']).removeprefix('Value error, ')}") from exc
-        state = _state(bundle)
+        state = _state(bundle, state_url)
         version = _version(bundle)
         # Resolve before writing anything: a bad query or unknown id leaves no half-made scenario.
-        members = resolve_members(scenario, state.known_ids, make_resolver(bundle) if query else None)
+        resolver = make_resolver(bundle, state_url=state_url) if query else None
+        members = resolve_members(scenario, state.known_ids, resolver)
         path = save_scenario(scenarios, scenario, overwrite=force)
         lock = make_lock(scenario, members, version)
         out = write_lock(path, lock)
@@ -154,10 +152,11 @@ def create(
 
 
 @scenario_app.command("list")
-def list_(bundle: Bundle = Path("bundle"), scenarios: Folder = Path("scenarios")) -> None:
+def list_(bundle: Bundle = Path("bundle"), scenarios: Folder = Path("scenarios"),
+          state_url: StateUrl = None) -> None:
     """List the scenarios: members, how many have ground truth, and whether the lock is fresh."""
     with domain_errors():
-        state = _state(bundle)
+        state = _state(bundle, state_url)
         rows: list[tuple[str, int | None, int | None, str, str]] = []
         for path in list_scenarios(scenarios):
             try:
@@ -185,10 +184,11 @@ def show(
                        ] = False,
     bundle: Bundle = Path("bundle"),
     scenarios: Folder = Path("scenarios"),
+    state_url: StateUrl = None,
 ) -> None:
     """Show a scenario's definition, its lock and its members."""
     with domain_errors():
-        state = _state(bundle)
+        state = _state(bundle, state_url)
         path = scenario_path(scenarios, name)
         status = lock_state(path, state)
         scenario = status.scenario or load_scenario(path)
@@ -220,13 +220,14 @@ def refresh_(
     dry_run: Annotated[bool, typer.Option(help="Print what would join and leave; write nothing.")] = False,
     bundle: Bundle = Path("bundle"),
     scenarios: Folder = Path("scenarios"),
+    state_url: StateUrl = None,
 ) -> None:
     """Re-resolve members against the bundle (re-running queries), print joined/left, rewrite changed locks."""
     with domain_errors():
-        state = _state(bundle)
+        state = _state(bundle, state_url)
         version = _version(bundle)
         paths = [scenario_path(scenarios, n) for n in names] if names else list_scenarios(scenarios)
-        resolver = make_resolver(bundle)
+        resolver = make_resolver(bundle, state_url=state_url)
         diffs = [refresh(path, state, version, resolver, write=not dry_run) for path in paths]
     for diff in diffs:
         _show_diff(diff)
@@ -241,12 +242,13 @@ def label_gap_(
         "--batch-name", show_default=False, help="Name of the batch (default: label-gap NAME).")] = None,
     bundle: Bundle = Path("bundle"),
     scenarios: Folder = Path("scenarios"),
+    state_url: StateUrl = None,
 ) -> None:
     """Queue the scenario's members without ground truth as an annotation batch."""
     from edgemine.service.batches import BatchCreate, BatchItemIn, create_batch
 
     with domain_errors():
-        state = _state(bundle)
+        state = _state(bundle, state_url)
         locked = load_locked(scenarios, state, [name])[0]
         gap = label_gap(locked, state)
         if not gap:

@@ -13,8 +13,10 @@ from typing import Annotated, Any
 
 import typer
 
+from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import load_current
-from edgemine.cli.common import domain_errors
+from edgemine.bundle.state import open_state
+from edgemine.cli.common import StateUrl, domain_errors
 from edgemine.service.config import LOCAL_HOSTS
 from edgemine.service.query import MineQuery, MineResult, Range, Strategy
 
@@ -103,6 +105,7 @@ def serve(
         help="Web origin allowed to call the API and load images from the browser (repeat), e.g. Label "
              "Studio's http://localhost:8080. Default: EDGEMINE_CORS_ORIGINS (comma-separated or a JSON "
              "list), else none.")] = None,
+    state_url: StateUrl = None,
 ) -> None:
     """Serve the mining API (and /docs) over a bundle."""
     import uvicorn
@@ -121,6 +124,9 @@ def serve(
         identity = snap.manifest.model.identity
         if settings.expected_model and not same_model(identity, settings.expected_model):
             raise ValueError(f"bundle {bundle} was built with {identity!r}, not {settings.expected_model!r}")
+        if state_url:
+            # Fail here, naming the endpoint, rather than in every worker (and migrate once).
+            open_state(BundlePaths(bundle), state_url).close()
     # Workers build their settings from the environment: hand them the resolved values.
     os.environ["EDGEMINE_BUNDLE"] = str(bundle.resolve())
     os.environ["EDGEMINE_PUBLIC_URL"] = settings.public_url
@@ -131,6 +137,8 @@ def serve(
     os.environ["EDGEMINE_CORS_ORIGINS"] = json.dumps(settings.cors_origins)
     if api_key:
         os.environ["EDGEMINE_API_KEY"] = api_key
+    if state_url:
+        os.environ["EDGEMINE_STATE_URL"] = state_url
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="edgemine-metrics-")
     typer.echo(f"serving {bundle} (version {snap.version}, {snap.manifest.counts.images} images) "
@@ -197,6 +205,7 @@ def mine(
         help="Add the session's accepted images as positives and its rejected ones as negatives.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, jsonl or csv.")] = "table",
+    state_url: StateUrl = None,
 ) -> None:
     """Mine unlabeled candidates like the given failures (the same call as POST /v1/mine)."""
     from edgemine.service.runtime import Runtime
@@ -216,7 +225,7 @@ def mine(
                               use_verdicts=use_verdicts)
         except Exception as exc:  # pydantic's ValidationError, shown as one clear line
             raise ValueError(str(exc).replace("\n", "; ")) from exc
-        result = Runtime(bundle).current().miner.mine(query)
+        result = Runtime(bundle, state_url=state_url).current().miner.mine(query)
     write_result(result, out, "jsonl" if fmt == "table" and out else fmt)
     typer.echo(f"query_id: {result.query_id}", err=True)
     if result.next_cursor:

@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgemine.bundle.errors import BundleError
-from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors
+from edgemine.cli.common import StateUrl, bundle_state, domain_errors
 from edgemine.scenarios.store import import_annotations, import_predictions, list_models
 
 annotations_app = typer.Typer(help="Ground truth per image (classification or detection boxes).",
@@ -21,22 +18,17 @@ models_app = typer.Typer(help="Models whose predictions are stored in the bundle
 BundleOption = Annotated[Path, typer.Option(help="Bundle directory.")]
 
 
-def open_state(bundle: Path) -> StateDB:
-    """Open the bundle's state database, refusing a directory that is not a bundle."""
-    path = BundlePaths(bundle).state_db
-    if not path.is_file():
-        raise BundleError(f"{bundle} has no state.sqlite: is it a bundle directory?")
-    return StateDB(path)
 
 
 @annotations_app.command("import")
 def annotations_import(
     file: Annotated[Path, typer.Argument(help="JSONL (one image per line) or COCO instances JSON.")],
     bundle: BundleOption = Path("bundle"),
+    state_url: StateUrl = None,
 ) -> None:
     """Import ground truth; replaces that of the images in FILE and marks them labeled. All or nothing."""
     with domain_errors():
-        report = import_annotations(open_state(bundle), file)
+        report = import_annotations(bundle_state(bundle, state_url), file)
     typer.echo(report.summary())
 
 
@@ -45,21 +37,22 @@ def predictions_import(
     file: Annotated[Path, typer.Argument(help="JSONL (one image per line, with scores) or COCO results JSON.")],
     model: Annotated[str, typer.Option(help="Model name, e.g. v8 (letters, digits, '.', '_', '-').")],
     bundle: BundleOption = Path("bundle"),
+    state_url: StateUrl = None,
     coco_images: Annotated[Path | None, typer.Option(
         show_default=False, help="COCO results: the instances file whose image and category ids they use "
                                  "(default: the ids of the last COCO ground-truth import).")] = None,
 ) -> None:
     """Import a model's predictions, replacing any stored under that name. All or nothing."""
     with domain_errors():
-        report = import_predictions(open_state(bundle), file, model, coco_images=coco_images)
+        report = import_predictions(bundle_state(bundle, state_url), file, model, coco_images=coco_images)
     typer.echo(report.summary())
 
 
 @models_app.command("list")
-def models_list(bundle: BundleOption = Path("bundle")) -> None:
+def models_list(bundle: BundleOption = Path("bundle"), state_url: StateUrl = None) -> None:
     """List the models with stored predictions: images, task, source file, import time, content hash."""
     with domain_errors():
-        models = list_models(open_state(bundle))
+        models = list_models(bundle_state(bundle, state_url))
     if not models:
         typer.echo("no predictions imported (edgemine predictions import FILE --model NAME)")
         return

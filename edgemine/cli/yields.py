@@ -8,11 +8,8 @@ from typing import Annotated
 
 import typer
 
-from edgemine.bundle.errors import BundleError
 from edgemine.bundle.feedback import YieldReport, YieldStats, yield_report
-from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB
-from edgemine.cli.common import domain_errors, text_table
+from edgemine.cli.common import StateUrl, bundle_state, domain_errors, text_table
 
 COLUMNS = ("reviewed", "accepted", "rejected", "skipped", "yield", "95% interval")
 
@@ -21,13 +18,11 @@ def yield_(
     bundle: Annotated[Path, typer.Option(help="Bundle directory.")] = Path("bundle"),
     session: Annotated[str | None, typer.Option(help="Only this review session's verdicts.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (as GET /v1/yield).")] = False,
+    state_url: StateUrl = None,
 ) -> None:
     """Print the mining yield (accepted / reviewed, with a 95% Wilson interval) from stored verdicts."""
     with domain_errors():
-        path = BundlePaths(bundle).state_db
-        if not path.is_file():
-            raise BundleError(f"{bundle} has no state.sqlite: is it a bundle directory?")
-        report = yield_report(StateDB(path), session_id=session)
+        report = yield_report(bundle_state(bundle, state_url), session_id=session)
     typer.echo(report.model_dump_json(indent=2) if as_json else format_report(report))
 
 

@@ -32,7 +32,7 @@ from edgemine.bundle.snapshot import (
     load_current,
     publish_version,
 )
-from edgemine.bundle.state import StateDB
+from edgemine.bundle.state import StateDB, open_state
 from edgemine.indexer.engine import EmbedJob, IndexEngine, LocalEngine
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
@@ -108,7 +108,7 @@ def _check_compatible(prev: Snapshot, model: ModelInfo, dim: int | None) -> None
 def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: int = 64,
               workers: int = 2, prune: bool = False, rebuild: bool = False,
               progress: bool = True, options: IndexOptions | None = None,
-              engine: IndexEngine | None = None) -> IndexReport:
+              engine: IndexEngine | None = None, state_url: str | None = None) -> IndexReport:
     """Index `source` into the bundle at `bundle`: embed only new or changed images, then publish.
 
     Args:
@@ -122,6 +122,7 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
         progress: show a progress bar.
         options: index type and memory budget (default: automatic choice, 4 GiB).
         engine: what embeds the pending items (default: `LocalEngine`, this machine).
+        state_url: a postgresql:// state database (default: state.sqlite in the bundle).
     """
     options = options or IndexOptions()
     engine = engine or LocalEngine()
@@ -131,9 +132,9 @@ def run_index(source: Source, bundle: Path, model: ModelChoice, *, batch_size: i
     paths = BundlePaths(bundle)
     check_writable(paths)
     with _exclusive(paths):
-        state = StateDB(paths.state_db)
+        state = open_state(paths, state_url)
         if not state.writable:
-            raise StateReadOnly(f"cannot index into {paths.root}: {paths.state_db} is read-only")
+            raise StateReadOnly(f"cannot index into {paths.root}: {state.where} is read-only")
         prev = load_current(paths.root) if paths.current_version() is not None else None
         check_metadata(source.items)
         byo_dim = int(source.vectors.shape[1]) if source.vectors is not None else None
@@ -338,6 +339,12 @@ def _sync_state(state: StateDB, catalog: pa.Table, version: int, labeled: list[s
     if publish is None and images_sync.in_step(state, version, catalog.num_rows):
         images_sync.label_from_source(state, labeled)
         return
+    with state.sync_lock():  # shared state: services wait rather than sync to the old version
+        _sync_and_publish(state, catalog, version, labeled, report, publish)
+
+
+def _sync_and_publish(state: StateDB, catalog: pa.Table, version: int, labeled: list[str],
+                      report: IndexReport, publish: Callable[[], object] | None) -> None:
     images_sync.mark_synced(state, None)
     plan = images_sync.plan_sync(state, images_sync.catalog_rows(catalog))
     # Rows first: once CURRENT names the version, every image it serves can be labeled.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgemine.bundle.errors import BundleError, UnknownImageIds
 from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import LabelState, StateDB
+from edgemine.bundle.state import LabelState, open_state
 from edgemine.indexer.sources import SourceError, _require_ids, read_table
 
 
@@ -21,18 +21,19 @@ class LabelImport:
 
 
 def import_labels(bundle: Path, table_file: Path, state: LabelState = "labeled",
-                  ignore_unknown: bool = False) -> LabelImport:
+                  ignore_unknown: bool = False, state_url: str | None = None) -> LabelImport:
     """Mark the images listed in a CSV/JSONL/Parquet file (column image_id) with `state`.
 
     All or nothing: unknown ids abort the import (naming them) unless `ignore_unknown`.
+    `state_url`: a postgresql:// state database (default: the bundle's state.sqlite).
     """
     paths = BundlePaths(bundle)
-    if not paths.state_db.is_file():
+    if not state_url and not paths.state_db.is_file():
         raise BundleError(f"{bundle} is not an edgemine bundle (no {paths.state_db.name})")
     if not table_file.is_file():
         raise SourceError(f"labels file {table_file} does not exist")
     ids = _require_ids(read_table(table_file), table_file)
-    db = StateDB(paths.state_db)
+    db = open_state(paths, state_url)
     unknown = sorted(set(ids) - db.known_ids(ids))
     if unknown and not ignore_unknown:
         raise UnknownImageIds(unknown)

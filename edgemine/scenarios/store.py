@@ -23,7 +23,6 @@ import hashlib
 import json
 import posixpath
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 from edgemine.bundle.errors import UnknownImageIds
 from edgemine.bundle.layout import utc_now
 from edgemine.bundle.state import StateDB, apply_state
+from edgemine.bundle.state_conn import StateConn
 from edgemine.scenarios.errors import InputFileError, ScenarioError, UnknownModel
 from edgemine.scenarios.formats import Kind, ParsedFile, read_file
 from edgemine.scenarios.records import Detection, ImageRecord, Records, Task
@@ -256,7 +256,7 @@ def _bundle_ids(state: StateDB, parsed: ParsedFile) -> Records:
     return {ids[n]: dataclasses.replace(r, image_id=ids[n]) for n, r in parsed.records.items()}
 
 
-def _refuse_unknown(db: sqlite3.Connection, records: Records) -> None:
+def _refuse_unknown(db: StateConn, records: Records) -> None:
     """Inside the write: fill temp table `wanted` with the ids; raise UnknownImageIds for any not in the bundle."""
     db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (image_id TEXT PRIMARY KEY)")
     db.execute("DELETE FROM wanted")
@@ -305,7 +305,7 @@ def _coco_mapping(state: StateDB, coco_images: Path | None) -> tuple[dict[int, s
     return (images, names) if images else None
 
 
-def _keep_coco_ids(db: sqlite3.Connection, parsed: ParsedFile, records: Records) -> None:
+def _keep_coco_ids(db: StateConn, parsed: ParsedFile, records: Records) -> None:
     """Keep the COCO ids of this import (replacing any earlier ones) for later COCO results files."""
     by_name = {r_name: r.image_id for r_name, r in zip(parsed.records, records.values(), strict=True)}
     db.execute("DELETE FROM coco_images")
@@ -316,7 +316,7 @@ def _keep_coco_ids(db: sqlite3.Connection, parsed: ParsedFile, records: Records)
                    list(parsed.coco_categories.items()))
 
 
-def _select(db: sqlite3.Connection, sql: str, column: str, ids: Iterable[str] | None,
+def _select(db: StateConn, sql: str, column: str, ids: Iterable[str] | None,
             params: tuple[object, ...] = ()) -> list[tuple[str, str]]:
     if ids is None:
         return [(r[0], r[1]) for r in db.execute(sql, params)]

@@ -48,11 +48,13 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
         threadpool_limits(settings.blas_threads, user_api="blas")  # process-wide, for this worker
         kwargs = {"loader": loader} if loader is not None else {}
         app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,
-                                    public_url=settings.public_url, **kwargs)
+                                    public_url=settings.public_url, state_url=settings.state_url_text, **kwargs)
         snap = app.state.runtime.current().snapshot
         log.info("serving %s version %d (%d images, model %s)", settings.bundle, snap.version,
                  snap.manifest.counts.images, snap.manifest.model.identity)
         yield
+        if app.state.runtime.state is not None:
+            app.state.runtime.state.close()  # a PostgreSQL store's pooled connections
 
     app = FastAPI(title="edgemine", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Mine unlabeled recorded images that look like your model's failures.")

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         default=Path("scenarios"),
         description="Scenarios folder (YAML files and their locks) for /v1/scenarios and /v1/evaluations; "
                     "relative to the working directory.")
+    state_url: SecretStr | None = Field(
+        default=None, description="State database URL (postgresql://user:password@host:port/db) shared by "
+                                  "several service hosts; unset: state.sqlite in the bundle.")
     thumbnail_max: int = Field(default=1024, ge=16, le=4096)
     # NoDecode: pydantic-settings would parse the variable as JSON only; `a,b` is the usual spelling.
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -76,6 +79,18 @@ class Settings(BaseSettings):
                     "against its size before downloading.")
     full_image_max_edge: int = Field(
         default=4096, ge=16, le=16384, description="Full-size images are re-encoded with at most this edge.")
+
+    @property
+    def state_url_text(self) -> str | None:
+        """Return the state URL (None: state.sqlite in the bundle)."""
+        return self.state_url.get_secret_value() if self.state_url is not None else None
+
+    @field_validator("state_url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: Any) -> Any:
+        # EDGEMINE_STATE_URL= (empty) means the bundle's state.sqlite.
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw in (None, "") else value
 
     @field_validator("api_key", mode="before")
     @classmethod

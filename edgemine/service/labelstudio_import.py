@@ -10,7 +10,7 @@ from pathlib import Path
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.feedback import apply_verdicts
 from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB, apply_state
+from edgemine.bundle.state import StateDB, apply_state, open_state
 from edgemine.service.labelstudio import (
     SOURCE,
     ChoiceMap,
@@ -34,13 +34,14 @@ class VerdictImport:
 
 
 def import_labelstudio(bundle: Path, file: Path, choices: ChoiceMap | None = None, *, fmt: str = "auto",
-                       reviewer: str | None = None, session_id: str | None = None) -> VerdictImport:
+                       reviewer: str | None = None, session_id: str | None = None,
+                       state_url: str | None = None) -> VerdictImport:
     """Store the verdicts of a Label Studio export and mark accepted/rejected images labeled; all or nothing."""
     kind, verdicts = parse_export(file, choices, fmt)
     paths = BundlePaths(bundle)
-    if not paths.state_db.is_file():
+    if not state_url and not paths.state_db.is_file():
         raise BundleError(f"{bundle} is not an edgemine bundle (no {paths.state_db.name})")
-    db = StateDB(paths.state_db)
+    db = open_state(paths, state_url)
     wanted = {v.image_id: v.provenance.where for v in reversed(verdicts)}  # first place each id appears
     known = db.known_ids(wanted)
     unknown = {i: where for i, where in wanted.items() if i not in known}

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemine.bundle.errors import BundleError, ModelMismatch, StateBusy
+from edgemine.bundle import images_sync
+from edgemine.bundle.errors import BundleError, ModelMismatch, StateBusy, StateUnavailable
 from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import Snapshot, load_current
-from edgemine.bundle.state import StateDB
+from edgemine.bundle.state import StateDB, open_state
 from edgemine.models.base import Embedder
 from edgemine.models.weights import same_model
 from edgemine.search.searcher import Searcher
@@ -50,9 +51,12 @@ class Runtime:
     """
 
     def __init__(self, bundle: Path, *, expected_model: str | None = None,
-                 loader: EmbedderLoader = _default_loader, public_url: str = "") -> None:
+                 loader: EmbedderLoader = _default_loader, public_url: str = "",
+                 state_url: str | None = None) -> None:
         self.paths = BundlePaths(bundle)
-        self.state = None if not self.paths.state_db.is_file() else StateDB(self.paths.state_db)
+        # With a state URL the bundle is only read: its directory may be mounted read-only.
+        self.state: StateDB | None = open_state(self.paths, state_url) if state_url else (
+            None if not self.paths.state_db.is_file() else StateDB(self.paths.state_db))
         self.expected_model = expected_model
         self._loader = loader
         self.public_url = public_url
@@ -86,6 +90,9 @@ class Runtime:
                                 f"{served.snapshot.manifest.model.identity!r}: restart it to switch")
         if self.state is None:
             raise BundleError(f"bundle {self.paths.root} has no state.sqlite")
+        if self.state.shared:
+            # Several hosts share the state: the first to serve a version fills its images.
+            images_sync.bring_in_step(self.state, snapshot.version, snapshot.catalog)
         states = RowStates(snapshot.row_by_id, self.state)
         embedder = None if identity.startswith("byo:") else self.embedder_for(snapshot)
         info = snapshot.manifest.index
@@ -144,7 +151,7 @@ class Runtime:
                 # Keep serving the version we have; health reports why we did not switch. A
                 # database error may clear (a lock, a full disk): retry later; a bad version
                 # is not retried until CURRENT changes again.
-                transient = isinstance(exc, sqlite3.Error | StateBusy)
+                transient = isinstance(exc, sqlite3.Error | StateBusy | StateUnavailable)
                 self.switch_error = f"state database error: {exc}" if transient else str(exc)
                 self._retry_at = time.monotonic() + SWITCH_RETRY_SECONDS if transient else None
                 log.error("not switching bundle version: %s", exc)

@@ -107,7 +107,7 @@ def test_gate_with_no_scenarios_or_no_folder_exits_2(monkeypatch: pytest.MonkeyP
     gate.run_gate = lambda *a, **k: calls.append(k)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "edgemine.scenarios.lock", lock)
     monkeypatch.setitem(sys.modules, "edgemine.scenarios.gate", gate)
-    monkeypatch.setattr(gate_cli, "open_state", lambda bundle: object())
+    monkeypatch.setattr(gate_cli, "bundle_state", lambda bundle, url: object())
     folder = tmp_path / "scenarios"
     args = ["gate", "--candidate", "v8", "--baseline", "v7", "--scenarios", str(folder)]
     missing = CliRunner().invoke(app, args)
@@ -127,7 +127,7 @@ def test_gate_passes_strict_and_seed_to_run_gate(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(gate_cli, "load_locked", lambda folder, state: ["locked"])
     monkeypatch.setattr(gate_cli, "run_gate", run_gate)
-    monkeypatch.setattr(gate_cli, "open_state", lambda bundle: object())
+    monkeypatch.setattr(gate_cli, "bundle_state", lambda bundle, url: object())
     (tmp_path / "scenarios").mkdir()
     result = CliRunner().invoke(app, ["gate", "--candidate", "v8", "--baseline", "v7", "--strict", "--seed", "7",
                                       "--scenarios", str(tmp_path / "scenarios")])

@@ -19,10 +19,23 @@ from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index, scan_directory
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
+from tests.support import state_backend
+from tests.support.state_backend import state_url
 
 BYO_MODEL = ModelChoice(ModelInfo(identity="byo:test", name="test", pretrained="external"), None)
 T0 = datetime(2024, 3, 1, 0, 0, 0)
 TIMES_OF_DAY = ("day", "night", "dusk")
+
+
+@pytest.fixture(autouse=True)
+def _state_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """With EDGEMINE_TEST_STATE=postgresql, every bundle's state is in a fresh PostgreSQL database."""
+    if not state_backend.on_postgres():
+        yield
+        return
+    monkeypatch.setenv("EDGEMINE_STATE_URL", state_backend.activate(request.getfixturevalue("pg_server")))
+    yield
+    state_backend.deactivate()
 
 
 @dataclass
@@ -90,7 +103,8 @@ def make_byo_bundle(tmp_path: Path) -> Callable[..., BuiltBundle]:
         meta = byo_metadata(n)
         source = write_byo(tmp_path / f"embeddings-{counter[0]}.parquet", ids, vectors, meta)
         bundle = bundle or tmp_path / f"byo-bundle-{counter[0]}"
-        report = run_index(read_embeddings_source(source), bundle, BYO_MODEL, progress=False)
+        report = run_index(read_embeddings_source(source), bundle, BYO_MODEL, progress=False,
+                           state_url=state_url(bundle))
         assert report.published
         return BuiltBundle(bundle, ids, meta)
 
@@ -119,7 +133,8 @@ def image_bundle(tmp_path: Path, make_images: Callable[..., list[str]], fake_mod
     ids = make_images(root, 30, seed=3)
     meta = write_metadata_csv(tmp_path / "metadata.csv", ids)
     bundle = tmp_path / "img-bundle"
-    run_index(scan_directory(root, tmp_path / "metadata.csv"), bundle, fake_model, workers=0, progress=False)
+    run_index(scan_directory(root, tmp_path / "metadata.csv"), bundle, fake_model, workers=0, progress=False,
+              state_url=state_url(bundle))
     built = BuiltBundle(bundle, ids, meta, image_root=root)
     # The indexer orders rows by directory walk: keep ids and metadata in catalog row order.
     order = [ids.index(i) for i in built.catalog_ids()]
@@ -135,6 +150,7 @@ def open_client(fake_embedder: Any) -> Iterator[Callable[..., TestClient]]:
 
     def open_(bundle: Path, loader: Any = None, raise_server_exceptions: bool = True,
               **settings: Any) -> TestClient:
+        settings.setdefault("state_url", state_url(bundle))
         app = create_app(Settings(bundle=bundle, **settings),
                          loader=loader or (lambda name, pretrained: fake_embedder))
         client = TestClient(app, raise_server_exceptions=raise_server_exceptions)

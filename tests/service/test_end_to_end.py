@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
 from edgemine.service import MineQuery
-from edgemine.service.runtime import Runtime
 from tests.support.live_server import child_env, serving
+from tests.support.state_backend import runtime_of, state_env
 
 Make = Callable[..., Any]
 
@@ -98,7 +98,7 @@ def test_multi_worker_server_respects_labels_and_batches(server: tuple[str, Any]
     assert httpx.post(f"{base}/v1/mine", json={"positive_ids": ["ghost"]}).status_code == 404
 
     # The library over the same bundle and state agrees with the server.
-    library = Runtime(built.path).current().miner.mine(MineQuery(**query))
+    library = runtime_of(built.path).current().miner.mine(MineQuery(**query))
     assert [c.image_id for c in library.candidates] == mine(base, **query)
 
 
@@ -137,11 +137,12 @@ def test_cli_mine_subprocess(tmp_path: Path, make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=200, seed=23)
     result = subprocess.run(
         [sys.executable, "-m", "edgemine.cli.main", "mine", "--bundle", str(built.path), "-p", "im0007", "-k", "5",
-         "--format", "jsonl"], cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120)
+         "--format", "jsonl"], cwd=tmp_path, env=child_env(state_env(built.path)), capture_output=True, text=True,
+        timeout=120)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     assert len(rows) == 5
-    library = Runtime(built.path).current().miner.mine(MineQuery(positive_ids=["im0007"], k=5))
+    library = runtime_of(built.path).current().miner.mine(MineQuery(positive_ids=["im0007"], k=5))
     for row, cand in zip(rows, library.candidates, strict=True):
         assert row["image_id"] == cand.image_id and row["rank"] == cand.rank
         assert row["score"] == pytest.approx(cand.score, abs=1e-6)

@@ -13,10 +13,9 @@ import pytest
 
 from edgemine.bundle import state as state_module
 from edgemine.bundle.feedback import list_verdicts, wilson_interval
-from edgemine.bundle.state import StateDB
 from edgemine.service import limits
 from edgemine.service.query import MineQuery
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of, sqlite_only, state_of
 
 Make = Callable[..., Any]
 
@@ -27,7 +26,7 @@ def ids_of(response: Any) -> list[str]:
 
 
 def stored_queries(bundle: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(bundle.path / "state.sqlite") as db:
+    with state_of(bundle.path).write() as db:
         return db.execute("SELECT query_id, session_id, parent_query_id, bundle_version, strategy, query "
                           "FROM queries ORDER BY created_at, rowid").fetchall()
 
@@ -223,6 +222,7 @@ def test_yield_endpoint_reports_per_query_and_session(make_byo_bundle: Make, ope
     assert client.get("/v1/yield", params={"session_id": "none"}).json()["overall"]["reviewed"] == 0
 
 
+@sqlite_only
 def test_read_only_state_still_mines_returns_a_query_id_and_refuses_verdicts(
         make_byo_bundle: Make, open_client: Make, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -238,7 +238,7 @@ def test_read_only_state_still_mines_returns_a_query_id_and_refuses_verdicts(
     assert client.get("/v1/verdicts").json()["verdicts"] == []
     assert client.get("/v1/yield").status_code == 200
     monkeypatch.undo()
-    assert stored_queries(built) == [] and list_verdicts(StateDB(built.path / "state.sqlite")) == []
+    assert stored_queries(built) == [] and list_verdicts(state_of(built.path)) == []
 
 
 def test_the_library_stores_the_query_and_uses_verdicts_like_http(make_byo_bundle: Make, open_client: Make) -> None:
@@ -247,17 +247,18 @@ def test_the_library_stores_the_query_and_uses_verdicts_like_http(make_byo_bundl
     client.post("/v1/verdicts", json={"verdicts": [{"image_id": "im0005", "verdict": "accept"},
                                                    {"image_id": "im0006", "verdict": "reject"}], "session_id": "s"})
     body = {"positive_ids": ["im0001"], "k": 10, "session_id": "s", "use_verdicts": True}
-    result = Runtime(built.path).current().miner.mine(MineQuery.model_validate(body))
+    result = runtime_of(built.path).current().miner.mine(MineQuery.model_validate(body))
     assert [c.image_id for c in result.candidates] == ids_of(client.post("/v1/mine", json=body))
     assert result.query_id in {r[0] for r in stored_queries(built)}
 
 
+@sqlite_only
 def test_mining_does_not_wait_long_behind_another_writer_to_store_its_query(
         make_byo_bundle: Make, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from edgemine.service import miner as miner_module
 
     built = make_byo_bundle(n=50, seed=2)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     monkeypatch.setattr(miner_module, "RECORD_QUERY_WAIT", 0.05)
     holder = sqlite3.connect(built.path / "state.sqlite", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write (e.g. an indexing run)
@@ -294,7 +295,7 @@ def test_cli_mine_with_session_and_use_verdicts_equals_the_ids_by_hand(make_byo_
     from edgemine.cli.main import app as cli
 
     built = make_byo_bundle(n=120, seed=12)
-    record_verdicts(StateDB(built.path / "state.sqlite"), [("im0004", "accept", None), ("im0009", "reject", None)],
+    record_verdicts(state_of(built.path), [("im0004", "accept", None), ("im0009", "reject", None)],
                     session_id="ls-1")
     runner = CliRunner()
     base = ["mine", "--bundle", str(built.path), "-p", "im0001", "-k", "6", "--format", "jsonl"]

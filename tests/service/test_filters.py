@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from edgemine.service import MineQuery
 from edgemine.service.filters import FilterError, filter_mask
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of
 
 Make = Callable[..., Any]
 ALL_STATES = ["unlabeled", "queued", "labeled"]
@@ -20,7 +20,7 @@ POSITIVE = "im0000"
 
 
 def mined_ids(built: Any, filters: dict[str, Any], loader: Any = None) -> set[str]:
-    runtime = Runtime(built.path, **({"loader": loader} if loader else {}))
+    runtime = runtime_of(built.path, **({"loader": loader} if loader else {}))
     positive = built.ids[0]
     result = runtime.current().miner.mine(MineQuery(positive_ids=[positive], k=1000, filters=filters,
                                                     include_states=ALL_STATES))
@@ -90,7 +90,7 @@ def test_timezone_aware_column(image_bundle: Any, fake_embedder: Any) -> None:
 
 
 def test_unknown_column_names_the_valid_ones(make_byo_bundle: Make) -> None:
-    miner = Runtime(make_byo_bundle(n=20).path).current().miner
+    miner = runtime_of(make_byo_bundle(n=20).path).current().miner
     for column in ("weather", "path", "vec_id", "image_id"):
         with pytest.raises(FilterError) as err:
             miner.mine(MineQuery(positive_ids=[POSITIVE], filters={column: "x"}))
@@ -118,7 +118,7 @@ def test_unknown_column_names_the_valid_ones(make_byo_bundle: Make) -> None:
     {"sequence_id": True},
 ])
 def test_wrong_type_is_a_filter_error(make_byo_bundle: Make, filters: dict[str, Any]) -> None:
-    miner = Runtime(make_byo_bundle(n=20).path).current().miner
+    miner = runtime_of(make_byo_bundle(n=20).path).current().miner
     column = next(iter(filters))
     with pytest.raises(FilterError, match=repr(column)):
         miner.mine(MineQuery(positive_ids=[POSITIVE], filters=filters))
@@ -132,7 +132,7 @@ def test_wrong_type_is_a_filter_error(make_byo_bundle: Make, filters: dict[str, 
     {"timestamp": {"lt": "1999-01-01"}},
 ])
 def test_filter_leaving_nothing_is_an_empty_result(make_byo_bundle: Make, filters: dict[str, Any]) -> None:
-    miner = Runtime(make_byo_bundle(n=30).path).current().miner
+    miner = runtime_of(make_byo_bundle(n=30).path).current().miner
     result = miner.mine(MineQuery(positive_ids=[POSITIVE], filters=filters, k=5))
     assert result.candidates == [] and result.eligible == 0 and result.next_offset is None
 
@@ -185,7 +185,7 @@ def test_nan_metadata_never_passes() -> None:
 
 
 def test_fractional_range_on_integer_column_compares_as_float(make_byo_bundle: Make) -> None:
-    miner = Runtime(make_byo_bundle(n=20).path).current().miner
+    miner = runtime_of(make_byo_bundle(n=20).path).current().miner
     result = miner.mine(MineQuery(positive_ids=[POSITIVE], k=20, filters={"frame": {"gt": 1.5, "lte": 3}}))
     assert result.candidates
     assert all(1.5 < c.metadata["frame"] <= 3 for c in result.candidates)

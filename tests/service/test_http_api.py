@@ -16,6 +16,7 @@ from PIL import Image
 
 from edgemine.indexer import read_manifest_source, run_index
 from edgemine.models.base import ModelUnavailable
+from tests.support.state_backend import state_url
 
 Make = Callable[..., Any]
 
@@ -203,10 +204,12 @@ def test_images_outside_the_roots_are_forbidden(tmp_path: Path, open_client: Mak
     bundle = tmp_path / "bundle"
     # Rows outside --image-root are refused at index time: a bundle only holds such rows when they
     # are kept from an earlier run whose declared root was wider (each run's root replaces it).
-    run_index(read_manifest_source(manifest, image_root=tmp_path), bundle, fake_model, workers=0, progress=False)
+    run_index(read_manifest_source(manifest, image_root=tmp_path), bundle, fake_model, workers=0, progress=False,
+              state_url=state_url(bundle))
     narrow = tmp_path / "inside.csv"
     narrow.write_text(f"image_id,path,time_of_day\nin-0,inside/{inner[0]},day\nin-1,inside/{inner[1]},day\n")
-    run_index(read_manifest_source(narrow, image_root=inside), bundle, fake_model, workers=0, progress=False)
+    run_index(read_manifest_source(narrow, image_root=inside), bundle, fake_model, workers=0, progress=False,
+              state_url=state_url(bundle))
     client = open_client(bundle)
     assert client.get("/v1/images/in-0").status_code == 200
     for image_id in ("out", "escape", "link"):

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from edgemine.bundle import StateDB
 from edgemine.indexer import read_embeddings_source, run_index, scan_directory
 from edgemine.service import MineQuery
 from edgemine.service.batches import BatchCreate, BatchItemIn, create_batch, export_batch, get_batch
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of, state_of, state_url
 
 Make = Callable[..., Any]
 PUBLIC = "http://mine.example:8080"
@@ -29,10 +28,10 @@ def mine_ids(client: Any, **query: Any) -> list[str]:
 
 def test_library_batch_queues_and_excludes(make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=100)
-    runtime = Runtime(built.path)
+    runtime = runtime_of(built.path)
     miner = runtime.current().miner
     first = miner.mine(MineQuery(positive_ids=["im0001"], k=10))
-    db = StateDB(built.path / "state.sqlite")
+    db = state_of(built.path)
     db.set_state(["im0099"], "labeled")
     request = BatchCreate(name="night glare", query={"positive_ids": ["im0001"], "k": 10},
                           items=[BatchItemIn(image_id=c.image_id, score=c.score,
@@ -52,7 +51,7 @@ def test_library_batch_queues_and_excludes(make_byo_bundle: Make) -> None:
     assert db.state_counts() == {"unlabeled": 93, "queued": 6, "labeled": 1, "rejected": 0}
 
     # A fresh Runtime (a restart) reads the same state.
-    again = Runtime(built.path).current().miner.mine(MineQuery(positive_ids=["im0001"], k=10))
+    again = runtime_of(built.path).current().miner.mine(MineQuery(positive_ids=["im0001"], k=10))
     assert [c.image_id for c in again.candidates] == [c.image_id for c in second.candidates]
 
 
@@ -154,8 +153,8 @@ def test_unknown_ids_change_nothing(image_bundle: Any, open_client: Make) -> Non
 
 def test_state_survives_restart_and_reindex(tmp_path: Path, make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=80, seed=1)
-    runtime = Runtime(built.path)
-    db = StateDB(built.path / "state.sqlite")
+    runtime = runtime_of(built.path)
+    db = state_of(built.path)
     batch = create_batch(db, runtime.current().snapshot, BatchCreate(
         name="b", items=[BatchItemIn(image_id=i) for i in ["im0003", "im0004"]]))
     db.set_state(["im0005", "im0006"], "labeled")
@@ -166,11 +165,11 @@ def test_state_survives_restart_and_reindex(tmp_path: Path, make_byo_bundle: Mak
     vectors = np.concatenate([rng.standard_normal((80, 16)), np.random.default_rng(99).standard_normal((40, 16))])
     rebuilt = make_byo_bundle(vectors=vectors.astype(np.float32), bundle=built.path)
     assert (built.path / "CURRENT").read_text().strip() == "v000002"
-    snapshot = Runtime(built.path).current().snapshot
+    snapshot = runtime_of(built.path).current().snapshot
     assert snapshot.version == 2 and len(snapshot.image_ids) == 120
     assert snapshot.manifest.counts.added == 40
 
-    for rt in (runtime, Runtime(built.path)):  # the old runtime hot-switches; a new one starts fresh
+    for rt in (runtime, runtime_of(built.path)):  # the old runtime hot-switches; a new one starts fresh
         result = rt.current().miner.mine(MineQuery(positive_ids=["im0001"], k=200))
         assert result.bundle_version == 2
         returned = {c.image_id for c in result.candidates}
@@ -190,7 +189,7 @@ def test_state_survives_reindex_of_images(tmp_path: Path, image_bundle: Any, ope
     assert client.post("/v1/labels", json={"image_ids": labeled}).status_code == 200
     new_ids = make_images(image_bundle.image_root, 6, seed=77, prefix="new")
     report = run_index(scan_directory(image_bundle.image_root, tmp_path / "metadata.csv"), image_bundle.path,
-                       fake_model, workers=0, progress=False)
+                       fake_model, workers=0, progress=False, state_url=state_url(image_bundle.path))
     assert report.version == 2 and report.added == 6
     body = client.post("/v1/mine", json={"positive_ids": [image_bundle.ids[0]], "k": 100}).json()
     returned = {c["image_id"] for c in body["candidates"]}
@@ -211,6 +210,7 @@ def test_labeled_column_in_source_marks_images_labeled(tmp_path: Path) -> None:
                              "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32())),
                              "labeled": [i < 5 for i in range(20)]}), tmp_path / "e.parquet")
     run_index(read_embeddings_source(tmp_path / "e.parquet"), tmp_path / "b",
-              ModelChoice(ModelInfo(identity="byo:x", name="x", pretrained="external"), None), progress=False)
-    result = Runtime(tmp_path / "b").current().miner.mine(MineQuery(positive_ids=["x10"], k=50))
+              ModelChoice(ModelInfo(identity="byo:x", name="x", pretrained="external"), None), progress=False,
+         state_url=state_url(tmp_path / "b"))
+    result = runtime_of(tmp_path / "b").current().miner.mine(MineQuery(positive_ids=["x10"], k=50))
     assert sorted(c.image_id for c in result.candidates) == sorted(f"x{i}" for i in range(5, 20) if i != 10)

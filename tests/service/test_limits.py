@@ -16,9 +16,9 @@ from edgemine.bundle import UnknownImageIds
 from edgemine.service import MineQuery, QueryError, limits
 from edgemine.service import scoring as scoring_mod
 from edgemine.service.diversity import select_diverse
-from edgemine.service.runtime import Runtime
 from edgemine.service.scoring import Examples, score_rows
 from edgemine.service.uploads import Upload
+from tests.support.state_backend import runtime_of
 
 Make = Callable[..., Any]
 
@@ -142,7 +142,7 @@ def _png() -> bytes:
 def test_uploads_count_as_examples(image_bundle: Any, fake_embedder: Any) -> None:
     # The number of files per request is the body-size middleware's setting; each file is also
     # an example vector, counted against MAX_EXAMPLES with the ids and texts.
-    miner = Runtime(image_bundle.path, loader=lambda name, pretrained: fake_embedder).current().miner
+    miner = runtime_of(image_bundle.path, loader=lambda name, pretrained: fake_embedder).current().miner
     query = MineQuery(positive_ids=image_bundle.ids[:20], texts=[f"t{i}" for i in range(limits.MAX_TEXTS)], k=2)
     room = limits.MAX_EXAMPLES - 20 - limits.MAX_TEXTS
     png = _png()
@@ -233,7 +233,7 @@ def test_positives_that_cancel_are_422(make_byo_bundle: Make, open_client: Make)
     vectors[1] = -vectors[0]
     vectors[3] = -vectors[2]
     built = make_byo_bundle(vectors=vectors)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     with pytest.raises(QueryError, match="cancel"):
         miner.mine(MineQuery(positive_ids=["im0000", "im0001"], strategy="mean"))
     with pytest.raises(QueryError, match="cancel"):

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgemine.bundle import StateDB, UnknownImageIds
+from edgemine.bundle import UnknownImageIds
 from edgemine.service import MineQuery, Miner, QueryError
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of, state_of
 
 Make = Callable[..., Any]
 
@@ -21,7 +21,7 @@ NEG = ["im0100", "im0200"]
 
 def miner_for(bundle: Any, embedder: Any = None) -> Miner:
     loader = (lambda name, pretrained: embedder) if embedder is not None else None
-    return Runtime(bundle.path, **({"loader": loader} if loader else {})).current().miner
+    return runtime_of(bundle.path, **({"loader": loader} if loader else {})).current().miner
 
 
 def rows_of(built: Any, ids: list[str]) -> list[int]:
@@ -43,7 +43,7 @@ def test_mine_matches_brute_force(make_byo_bundle: Make, reference: Make, check:
     built = make_byo_bundle(n=300, seed=11)
     E = built.embeddings()
     meta = built.meta
-    db = StateDB(built.path / "state.sqlite")
+    db = state_of(built.path)
     labeled = [f"im{i:04d}" for i in range(0, 300, 9)]
     queued = [f"im{i:04d}" for i in range(4, 300, 23)]
     db.set_state(labeled, "labeled")
@@ -95,7 +95,7 @@ def test_exactly_k_when_most_of_the_collection_is_labeled(make_byo_bundle: Make,
     E = built.embeddings()
     unlabeled = [f"im{i:04d}" for i in range(7, 300, 20)]  # 15 of 300 = 5% stay unlabeled
     labeled = [i for i in built.ids if i not in unlabeled]
-    StateDB(built.path / "state.sqlite").set_state(labeled, "labeled")
+    state_of(built.path).set_state(labeled, "labeled")
     miner = miner_for(built)
     positive = ["im0000"]  # labeled itself: a failure example may well be labeled
 
@@ -123,7 +123,7 @@ def test_exactly_k_when_most_of_the_collection_is_labeled(make_byo_bundle: Make,
 
 def test_include_states_brings_labeled_back(make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=120, seed=4)
-    db = StateDB(built.path / "state.sqlite")
+    db = state_of(built.path)
     db.set_state(built.ids[:100], "labeled")
     db.set_state(built.ids[100:110], "queued")
     miner = miner_for(built)

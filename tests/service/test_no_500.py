@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import math
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +27,7 @@ from edgemine.service.api.errors import install_error_handlers
 from edgemine.service.api.guard import GuardedRoute
 from edgemine.service.api.request_ids import install_request_ids
 from edgemine.service.api.safe_json import MAX_ITEMS, MAX_TEXT, safe_json
+from tests.support.state_backend import state_of
 
 Make = Callable[..., Any]
 LONE = '"\\ud800"'  # the JSON escape of a lone high surrogate, as raw JSON text
@@ -160,7 +160,7 @@ def test_batch_stored_with_bad_text_by_an_older_version_is_listed_and_deletable(
     created = client.post("/v1/batches", json={"name": "old", "items": [{"image_id": i} for i in ids]})
     batch_id = created.json()["batch_id"]
     # What versions without the check stored for {"query": {"note": "\ud800"}}: json.dumps escapes it.
-    with sqlite3.connect(image_bundle.path / "state.sqlite") as db:
+    with state_of(image_bundle.path).write() as db:
         db.execute("UPDATE batches SET query = ? WHERE batch_id = ?", (json.dumps({"note": "\ud800"}), batch_id))
         db.execute("UPDATE batch_items SET nearest_example_id = ? WHERE batch_id = ?", ("\\ud800", batch_id))
     listed = client.get("/v1/batches")

@@ -13,12 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.bundle import StateDB
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
 from edgemine.indexer.job import IndexOptions
 from edgemine.service import MineQuery, MineResult, QueryError
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of, state_of, state_url
 
 Make = Callable[..., Any]
 POS = ["im0005", "im0017", "im0042"]
@@ -51,7 +50,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 @pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
 def test_queuing_page_one_skips_nothing(make_byo_bundle: Make, variant: str) -> None:
     built = make_byo_bundle(vectors=clustered(400, 16, seed=4))
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     k = 25
     query = MineQuery(positive_ids=POS, **VARIANTS[variant])
     uninterrupted = miner.mine(query.model_copy(update={"k": 2 * k}))
@@ -62,7 +61,7 @@ def test_queuing_page_one_skips_nothing(make_byo_bundle: Make, variant: str) -> 
 
     page1 = miner.mine(query.model_copy(update={"k": k}))
     assert ids(page1) == ids(uninterrupted)[:k] and page1.next_cursor
-    StateDB(built.path / "state.sqlite").set_state(ids(page1), "queued")
+    state_of(built.path).set_state(ids(page1), "queued")
     page2 = miner.mine(query.model_copy(update={"k": k, "cursor": page1.next_cursor}))
 
     assert ids(page2) == ids(uninterrupted)[k:]
@@ -75,10 +74,10 @@ def test_queuing_page_one_skips_nothing(make_byo_bundle: Make, variant: str) -> 
 def test_offset_after_queuing_is_best_effort(make_byo_bundle: Make) -> None:
     # The documented weakness that cursors fix: offset counts rows that are no longer eligible.
     built = make_byo_bundle(n=200, seed=3)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     uninterrupted = miner.mine(MineQuery(positive_ids=POS, k=30))
     page1 = miner.mine(MineQuery(positive_ids=POS, k=10))
-    StateDB(built.path / "state.sqlite").set_state(ids(page1), "queued")
+    state_of(built.path).set_state(ids(page1), "queued")
     by_offset = miner.mine(MineQuery(positive_ids=POS, k=10, offset=10))
     assert ids(by_offset) == ids(uninterrupted)[20:30]
     by_cursor = miner.mine(MineQuery(positive_ids=POS, k=10, cursor=page1.next_cursor))
@@ -88,7 +87,7 @@ def test_offset_after_queuing_is_best_effort(make_byo_bundle: Make) -> None:
 @pytest.mark.parametrize("strategy", ["max", "rrf"])
 def test_cursor_chain_visits_every_eligible_row_once(make_byo_bundle: Make, strategy: str) -> None:
     built = make_byo_bundle(n=230, seed=6)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     everything = miner.mine(MineQuery(positive_ids=POS, k=1000, strategy=strategy))
     assert len(everything.candidates) == 227 and everything.next_cursor is None
     seen: list[str] = []
@@ -104,7 +103,7 @@ def test_cursor_chain_visits_every_eligible_row_once(make_byo_bundle: Make, stra
 
 def test_cursor_with_min_score_stops(make_byo_bundle: Make) -> None:
     built = make_byo_bundle(n=200, seed=7)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     full = miner.mine(MineQuery(positive_ids=POS, k=60))
     threshold = (full.candidates[14].score + full.candidates[15].score) / 2
     page1 = miner.mine(MineQuery(positive_ids=POS, k=10, min_score=threshold))
@@ -115,7 +114,7 @@ def test_cursor_with_min_score_stops(make_byo_bundle: Make) -> None:
 
 def test_cursor_of_another_query_is_refused(make_byo_bundle: Make, open_client: Make) -> None:
     built = make_byo_bundle(n=100, seed=1)
-    miner = Runtime(built.path).current().miner
+    miner = runtime_of(built.path).current().miner
     page1 = miner.mine(MineQuery(positive_ids=POS, k=5))
     assert page1.next_cursor
     for other in ({"positive_ids": POS[:2]}, {"positive_ids": POS, "strategy": "rrf"},
@@ -151,13 +150,13 @@ def test_cursor_on_an_ann_bundle(tmp_path: Path) -> None:
     }), source)
     model = ModelChoice(ModelInfo(identity="byo:test", name="test", pretrained="external"), None)
     run_index(read_embeddings_source(source), tmp_path / "b", model, progress=False,
-              options=IndexOptions("IVF16,Flat"))
-    runtime = Runtime(tmp_path / "b")
+              options=IndexOptions("IVF16,Flat"), state_url=state_url(tmp_path / "b"))
+    runtime = runtime_of(tmp_path / "b")
     miner = runtime.current().miner
     assert miner.searcher is not None and not miner.searcher.exact
     query = MineQuery(positive_ids=POS, k=30)
     page1 = miner.mine(query)
-    StateDB(tmp_path / "b" / "state.sqlite").set_state(ids(page1), "queued")
+    state_of(tmp_path / "b").set_state(ids(page1), "queued")
     page2 = miner.mine(query.model_copy(update={"cursor": page1.next_cursor}))
     assert len(page2.candidates) == 30 and not set(ids(page1)) & set(ids(page2))
     last = page1.candidates[-1].score

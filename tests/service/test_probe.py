@@ -11,13 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.bundle import StateDB
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index
 from edgemine.indexer.job import IndexOptions
 from edgemine.service import MineQuery, Miner, QueryError
 from edgemine.service.probe import BACKGROUND_ROWS, SEARCH_BREADTH, ProbeError, background_rows, fit_probe
-from edgemine.service.runtime import Runtime
+from tests.support.state_backend import runtime_of, state_of, state_url
 
 Make = Callable[..., Any]
 BYO = ModelChoice(ModelInfo(identity="byo:probe-tests", name="probe-tests", pretrained="external"), None)
@@ -49,7 +48,8 @@ def build(tmp_path: Path, vectors: np.ndarray, index: str = "auto", name: str = 
         "embedding": pa.array(np.asarray(vectors, np.float32).tolist(), pa.list_(pa.float32())),
         "part": pa.array([i % 5 for i in range(len(vectors))], pa.int64()),
     }), source)
-    run_index(read_embeddings_source(source), tmp_path / name, BYO, progress=False, options=IndexOptions(index))
+    run_index(read_embeddings_source(source), tmp_path / name, BYO, progress=False, options=IndexOptions(index),
+              state_url=state_url(tmp_path / name))
     return tmp_path / name, ids
 
 
@@ -61,7 +61,7 @@ def ids_of(result: Any) -> list[str]:
 def test_probe_ranks_the_members_of_a_known_separating_direction_first(tmp_path: Path, seed: int) -> None:
     vectors, members = toy_set(seed=seed)
     bundle, ids = build(tmp_path, vectors)
-    miner = Runtime(bundle).current().miner
+    miner = runtime_of(bundle).current().miner
     positives = [ids[r] for r in members[:8]]
     rest = {ids[r] for r in members[8:]}
 
@@ -81,7 +81,7 @@ def test_probe_ranks_the_members_of_a_known_separating_direction_first(tmp_path:
 def test_probe_names_each_candidates_nearest_positive_example(tmp_path: Path) -> None:
     vectors, members = toy_set(seed=1)
     bundle, ids = build(tmp_path, vectors)
-    miner = Runtime(bundle).current().miner
+    miner = runtime_of(bundle).current().miner
     positives = [ids[r] for r in members[:4]]
     result = miner.mine(MineQuery(positive_ids=positives, negative_ids=[ids[0], ids[1]], strategy="probe", k=40))
 
@@ -122,7 +122,7 @@ def test_probe_through_the_ivf_index_equals_exact_probe(tmp_path: Path) -> None:
     centres = unit(rng.standard_normal((48, 32)))
     vectors = unit(centres[rng.integers(0, 48, 6000)] + 0.08 * rng.standard_normal((6000, 32)))
     bundle, ids = build(tmp_path, vectors, index="IVF64,Flat")
-    loaded = Runtime(bundle).current()
+    loaded = runtime_of(bundle).current()
     ann = loaded.miner
     assert ann.searcher is not None and ann.searcher.kind == "ivf"
     exact = Miner(loaded.snapshot, ann.states, None, searcher=None)
@@ -151,7 +151,7 @@ def test_probe_through_the_ivf_index_equals_exact_probe(tmp_path: Path) -> None:
 def test_probe_with_no_negatives_and_no_background_is_refused(tmp_path: Path, open_client: Make) -> None:
     vectors = unit(np.random.default_rng(0).standard_normal((3, 8)))
     bundle, ids = build(tmp_path, vectors)
-    miner = Runtime(bundle).current().miner
+    miner = runtime_of(bundle).current().miner
     with pytest.raises(QueryError, match="no negative examples and no background rows"):
         miner.mine(MineQuery(positive_ids=ids, strategy="probe"))
     # Exclusions remove the last background rows too.
@@ -169,14 +169,14 @@ def test_probe_with_no_negatives_and_no_background_is_refused(tmp_path: Path, op
 def test_probe_cursor_pages_equal_one_page_even_after_queuing(tmp_path: Path) -> None:
     vectors, members = toy_set(n=1500, d=24, members=80, seed=2)
     bundle, ids = build(tmp_path, vectors)
-    miner = Runtime(bundle).current().miner
+    miner = runtime_of(bundle).current().miner
     query = MineQuery(positive_ids=[ids[r] for r in members[:5]], strategy="probe", k=30)
     whole = miner.mine(query.model_copy(update={"k": 60}))
     again = miner.mine(query.model_copy(update={"k": 60}))
     assert ids_of(whole) == ids_of(again), "the same query must fit the same probe"
 
     page1 = miner.mine(query)
-    StateDB(bundle / "state.sqlite").set_state(ids_of(page1), "queued")
+    state_of(bundle).set_state(ids_of(page1), "queued")
     page2 = miner.mine(query.model_copy(update={"cursor": page1.next_cursor}))
     assert ids_of(page1) + ids_of(page2) == ids_of(whole)
     np.testing.assert_allclose([c.score for c in page2.candidates], [c.score for c in whole.candidates[30:]],
@@ -214,7 +214,7 @@ def test_probe_searches_the_ivf_index_wider_than_max(tmp_path: Path) -> None:
     rng = np.random.default_rng(6)
     vectors = unit(rng.standard_normal((1500, 16)))
     bundle, ids = build(tmp_path, vectors, index="IVF16,Flat")
-    miner = Runtime(bundle).current().miner
+    miner = runtime_of(bundle).current().miner
     assert miner.searcher is not None
     seen: list[float] = []
     real = miner.searcher._search_ivf

@@ -18,6 +18,7 @@ from edgemine.cli.main import app as cli
 from edgemine.indexer import ModelChoice, run_index, scan_directory
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
+from tests.support.state_backend import state_url
 
 Make = Callable[..., Any]
 
@@ -25,7 +26,7 @@ Make = Callable[..., Any]
 def reindex(built: Any, model: ModelChoice, **kwargs: Any) -> int:
     metadata = built.path.parent / "metadata.csv"
     report = run_index(scan_directory(built.image_root, metadata), built.path, model, workers=0,
-                       progress=False, **kwargs)
+                       progress=False, **kwargs, state_url=state_url(built.path))
     assert report.published and report.version is not None
     return report.version
 

@@ -7,11 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from edgemine.bundle.state import StateDB
 from edgemine.service import limits
-from edgemine.service.runtime import Runtime
 from edgemine.service.scenario_query import MAX_SCENARIO_MEMBERS, resolve_query, scenario_query
 from tests.service.conftest import BuiltBundle
+from tests.support.state_backend import runtime_of, state_of
 
 
 def top_by_cosine(bundle: BuiltBundle, positive: str, k: int) -> list[str]:
@@ -30,9 +29,9 @@ def test_pages_past_max_k_with_cursors_and_covers_labeled_images(make_byo_bundle
     wanted = limits.MAX_K * 2 + 300
     expected = top_by_cosine(bundle, bundle.ids[0], wanted)
     # Labeled and queued images are members too: the query's include_states is replaced by every state.
-    StateDB(bundle.path / "state.sqlite").set_state(expected[:50], "labeled")
-    StateDB(bundle.path / "state.sqlite").set_state(expected[50:60], "queued")
-    miner = Runtime(bundle.path).current().miner
+    state_of(bundle.path).set_state(expected[:50], "labeled")
+    state_of(bundle.path).set_state(expected[50:60], "queued")
+    miner = runtime_of(bundle.path).current().miner
     ids = resolve_query(miner, {"positive_ids": [bundle.ids[0]], "k": wanted, "include_states": ["unlabeled"]})
     assert len(ids) == wanted == len(set(ids))
     assert set(ids) == set(expected)
@@ -41,7 +40,7 @@ def test_pages_past_max_k_with_cursors_and_covers_labeled_images(make_byo_bundle
 
 def test_a_short_result_stops_paging(make_byo_bundle: Callable[..., BuiltBundle]) -> None:
     bundle = make_byo_bundle(n=300, dim=16, seed=5)
-    miner = Runtime(bundle.path).current().miner
+    miner = runtime_of(bundle.path).current().miner
     ids = resolve_query(miner, {"positive_ids": [bundle.ids[0]], "k": 5000})
     assert sorted(ids) == sorted(bundle.ids[1:])
 

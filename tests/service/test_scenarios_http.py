@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from edgemine.bundle.layout import BundlePaths
-from edgemine.bundle.state import StateDB
 from edgemine.cli.main import app as cli
 from edgemine.scenarios.errors import NotEvaluable
 from edgemine.scenarios.gate import run_gate
 from edgemine.scenarios.lock import load_locked
 from edgemine.service import limits, scenario_views
 from tests.support.scenario_data import ScenarioData, add_scenario_data
+from tests.support.state_backend import state_of
 
 Make = Callable[..., Any]
 
@@ -177,7 +176,7 @@ def test_gate_fails_the_regressed_scenario_with_its_flips(image_bundle: Any, dat
     assert verdicts["night"]["verdict"] == "FAIL" and verdicts["day"]["verdict"] == "PASS"
     assert sorted(f["image_id"] for f in verdicts["night"]["flips"] if f["direction"] == "regressed") == data.regressed
     assert report["aggregate"][0]["value"] > report["aggregate"][1]["value"]  # better overall
-    state = StateDB(BundlePaths(image_bundle.path).state_db)
+    state = state_of(image_bundle.path)
     expected = run_gate(state, "v8", "v7", load_locked(data.folder, state), seed=1).to_json()
     assert report == json.loads(json.dumps(expected))  # the CLI's --json is report.to_json()
 

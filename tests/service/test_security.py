@@ -24,6 +24,7 @@ from edgemine.service.api import security
 from edgemine.service.api.security import host_of, issue_read_token, verify_read_token
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
+from tests.support.state_backend import state_url
 
 Make = Callable[..., Any]
 KEY = "s3cret-key-for-tests"
@@ -45,7 +46,8 @@ def _byo_bundle_with_paths(tmp_path: Path, paths: dict[str, str], roots: list[st
     bundle = tmp_path / "bundle"
     # An operator may declare a root as wide as "/" (--image-root /): the index accepts it.
     root = Path("/") if roots is not None else None
-    assert run_index(read_embeddings_source(source, root), bundle, BYO_MODEL, progress=False).published
+    assert run_index(read_embeddings_source(source, root), bundle, BYO_MODEL, progress=False,
+                     state_url=state_url(bundle)).published
     if roots is not None:
         manifest = bundle / "versions" / (bundle / "CURRENT").read_text().strip() / "manifest.json"
         data = json.loads(manifest.read_text())

@@ -19,6 +19,7 @@ from edgemine.bundle import state as state_module
 from edgemine.bundle.state import StateDB
 from edgemine.indexer import ModelChoice, run_index, scan_directory
 from edgemine.service import runtime as runtime_module
+from tests.support.state_backend import sqlite_only, state_of, state_url
 
 Make = Callable[..., Any]
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -28,6 +29,7 @@ def test_health_reports_a_writable_state_database(image_bundle: Any, open_client
     assert open_client(image_bundle.path).get("/v1/health").json()["writable"] is True
 
 
+@sqlite_only
 def test_read_only_state_serves_reads_and_answers_writes_with_503(
         image_bundle: Any, open_client: Make, monkeypatch: pytest.MonkeyPatch) -> None:
     # How a non-root container user sees a root-owned bundle (see StateDB: the same probe decides).
@@ -45,7 +47,7 @@ def test_read_only_state_serves_reads_and_answers_writes_with_503(
         assert response.status_code == 503, response.text
         assert "read-only" in response.json()["detail"]
     monkeypatch.undo()
-    assert StateDB(image_bundle.path / "state.sqlite").state_counts()["unlabeled"] == 30
+    assert state_of(image_bundle.path).state_counts()["unlabeled"] == 30
 
 
 def test_switch_meeting_a_database_error_keeps_serving_the_old_version(
@@ -55,7 +57,8 @@ def test_switch_meeting_a_database_error_keeps_serving_the_old_version(
     positive = image_bundle.ids[0]
     assert client.post("/v1/mine", json={"positive_ids": [positive]}).json()["bundle_version"] == 1
     make_images(image_bundle.image_root, 2, seed=12, prefix="more")
-    run_index(scan_directory(image_bundle.image_root), image_bundle.path, fake_model, workers=0, progress=False)
+    run_index(scan_directory(image_bundle.image_root), image_bundle.path, fake_model, workers=0, progress=False,
+              state_url=state_url(image_bundle.path))
 
     real = StateDB.non_unlabeled
 
@@ -82,7 +85,7 @@ def test_batches_show_metadata_and_times_as_mining_does(image_bundle: Any, open_
     assert batch["items"][0]["metadata"] == candidate["metadata"]
     assert UTC_TEXT.match(batch["created_at"])
     assert client.post("/v1/labels", json={"image_ids": [candidate["image_id"]]}).status_code == 200
-    with sqlite3.connect(image_bundle.path / "state.sqlite") as db:
+    with state_of(image_bundle.path).write() as db:
         stamps = [r[0] for r in db.execute("SELECT at FROM label_events UNION ALL "
                                            "SELECT state_updated_at FROM images WHERE state_updated_at IS NOT NULL")]
     assert len(stamps) == 3 and all(UTC_TEXT.match(s) for s in stamps), stamps
@@ -104,6 +107,7 @@ print(json.dumps([health.status_code, health.json().get("writable"), label.statu
 """
 
 
+@sqlite_only
 def test_state_file_really_not_writable_by_the_service_user(make_byo_bundle: Make) -> None:
     # Not simulated: the service runs as a user that may not write the bundle (a non-root
     # container on a bundle owned by someone else), with no -wal/-shm files left beside it.

@@ -15,6 +15,7 @@ from PIL import Image, ImageFile, JpegImagePlugin
 
 from edgemine.models.images import ImageTooLarge, decode_image
 from edgemine.service.miner import Miner
+from tests.support.state_backend import state_url
 
 Make = Callable[..., Any]
 
@@ -151,7 +152,7 @@ def test_huge_jpeg_thumbnail_uses_draft_mode(tmp_path: Path, open_client: Make, 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
                         lambda self, mode, size: drafts.append(size) or real_draft(self, mode, size))
     bundle = tmp_path / "bundle"
-    run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False)
+    run_index(scan_directory(root), bundle, fake_model, workers=0, progress=False, state_url=state_url(bundle))
     loads.clear()
     # The limit is below the full image (12 MP) but the thumbnail decodes at 1/8 scale: 500x375.
     client = open_client(bundle, max_image_pixels=1_000_000)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.state_backend import state_url
+
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that is free right now."""
@@ -46,8 +48,11 @@ def serving(bundle: Path | None, log_dir: Path, *args: str, env: Mapping[str, st
     if workers > 1:
         command += ["--workers", str(workers)]
     base = f"http://127.0.0.1:{port}"
+    served = bundle if bundle is not None else (env or {}).get("EDGEMINE_BUNDLE")
+    url = state_url(served) if served is not None else None  # the state backend the tests run on
+    extra = {**({"EDGEMINE_STATE_URL": url} if url else {}), **(env or {})}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([*command, *args], cwd=cwd or log_dir, env=child_env(env), stdout=log,
+        proc = subprocess.Popen([*command, *args], cwd=cwd or log_dir, env=child_env(extra), stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + ready_timeout

@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemine.bundle.layout import BundlePaths
 from edgemine.bundle.snapshot import load_current
-from edgemine.bundle.state import StateDB
 from edgemine.scenarios.files import save_scenario
 from edgemine.scenarios.lock import make_lock, write_lock
 from edgemine.scenarios.spec import GateSpec, Members, MetricSpec, Scenario
 from edgemine.scenarios.store import import_annotations, import_predictions
+from tests.support.state_backend import state_of
 
 
 @dataclass
@@ -45,7 +44,7 @@ def _split(value: str) -> tuple[str, dict[str, float]]:
 def add_scenario_data(bundle: Path, ids: Sequence[str], times_of_day: Sequence[str], folder: Path,
                       work: Path) -> ScenarioData:
     """Import truth and predictions of v7 and v8 for every image; lock scenarios `night` and `day`."""
-    state = StateDB(BundlePaths(bundle).state_db)
+    state = state_of(bundle)
     truth = {i: ("pedestrian" if k % 2 else "car") for k, i in enumerate(ids)}
     other = {"car": "pedestrian", "pedestrian": "car"}
     night = [i for i, t in zip(ids, times_of_day, strict=True) if t == "night"]

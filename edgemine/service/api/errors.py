@@ -12,7 +12,7 @@ from fastapi.utils import is_body_allowed_for_status_code
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from edgemine.bundle.errors import BundleError, UnknownImageIds
+from edgemine.bundle.errors import BundleError, StateUnavailable, UnknownImageIds, UnstorableText
 from edgemine.models.base import ModelUnavailable
 from edgemine.scenarios.errors import (
     InputFileError,
@@ -79,6 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueryError)
     @app.exception_handler(FilterError)
+    @app.exception_handler(UnstorableText)
     async def bad_query(_: Request, exc: ValueError) -> Response:
         return SafeJSONResponse({"detail": str(exc)}, status_code=422)
 
@@ -100,6 +101,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bad_scenario_input(_: Request, exc: Exception) -> Response:
         # A broken scenario file, members resolving to nothing, a request over a limit, a stale cursor.
         return SafeJSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(StateUnavailable)
+    async def state_unavailable(_: Request, exc: StateUnavailable) -> Response:
+        # The shared state database is down or unreachable: nothing was stored; the same request
+        # succeeds again once it is back (no restart needed).
+        log.error("state database unavailable: %s", exc)
+        return SafeJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(ModelUnavailable)
     @app.exception_handler(BundleError)
