@@ -85,9 +85,10 @@ class Snapshot:
         """Load the FAISS index (memory-mapped where the index type allows).
 
         Format 2 with per-segment IVF lists: one segment's index is mapped as is; several are
-        merged into the version's trained empty index in RAM (tombstoned ids stay in the lists:
-        the searcher never selects them). An exact (flat) version stores no index: one is built
-        from the embeddings on demand (the service searches flat bundles with numpy instead).
+        mapped and stacked (faiss HStackInvertedLists) under the version's trained empty index.
+        Tombstoned ids stay in the lists: the searcher never selects them. An exact (flat)
+        version stores no index: one is built from the embeddings on demand (the service
+        searches flat bundles with numpy instead).
         """
         import faiss
 
@@ -99,10 +100,17 @@ class Snapshot:
                 return _read_index(segment_dir(self.paths, with_lists[0].name) / INDEX)
             index = faiss.read_index(str(self.dir / INDEX))
             ivf = faiss.extract_index_ivf(index)
-            for seg in with_lists:
-                part = _read_index(segment_dir(self.paths, seg.name) / INDEX)
-                ivf.merge_from(faiss.extract_index_ivf(part), 0)
+            # Zero-copy: the segments' mapped lists, stacked list by list (merge_from on mapped
+            # lists aborts in faiss 1.15, and copying them into RAM costs the index's size).
+            parts = [_read_index(segment_dir(self.paths, seg.name) / INDEX) for seg in with_lists]
+            lists = faiss.InvertedListsPtrVector()
+            for part in parts:
+                lists.push_back(faiss.extract_index_ivf(part).invlists)
+            stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+            ivf.replace_invlists(stacked, False)
+            ivf.ntotal = sum(int(part.ntotal) for part in parts)
             index.ntotal = ivf.ntotal  # a wrapper (pre-transform) counts separately
+            index.referenced_objects = [parts, lists, stacked]  # keep the mapped parts alive with the index
             return index
         if (self.dir / INDEX).is_file():
             return _read_index(self.dir / INDEX)

@@ -118,7 +118,8 @@ def test_manifest_metadata_and_labels(tmp_path: Path, data_dir: tuple[Path, list
     new_ids = dict(zip(snap2.image_ids, snap2.catalog.column("vec_id").to_pylist(), strict=True))
     assert {k: v for k, v in new_ids.items() if k != "cam/03"} == {k: v for k, v in old_ids.items() if k != "cam/03"}
     assert new_ids["cam/03"] == 12 and snap2.tombstones.tolist() == [old_ids["cam/03"]]
-    np.testing.assert_array_equal(snap2.embeddings[snap2.row_by_id["cam/03"]], snap.embeddings[snap.row_by_id["cam/03"]])
+    np.testing.assert_array_equal(snap2.embeddings[snap2.row_by_id["cam/03"]],
+                                  snap.embeddings[snap.row_by_id["cam/03"]])
 
     # Labeled-only change: no new version, but the state follows.
     write_manifest(manifest, rows_for(rels, labeled | {rels[7]}, night={rels[3]}))
