@@ -98,15 +98,16 @@ class Snapshot:
         if with_lists:
             if len(with_lists) == 1 and len(self.manifest.segments) == 1:
                 return _read_index(segment_dir(self.paths, with_lists[0].name) / INDEX)
-            index = faiss.read_index(str(self.dir / INDEX))
+            index: Any = faiss.read_index(str(self.dir / INDEX))
             ivf = faiss.extract_index_ivf(index)
             # Zero-copy: the segments' mapped lists, stacked list by list (merge_from on mapped
             # lists aborts in faiss 1.15, and copying them into RAM costs the index's size).
             parts = [_read_index(segment_dir(self.paths, seg.name) / INDEX) for seg in with_lists]
-            lists = faiss.InvertedListsPtrVector()
+            fx: Any = faiss  # the stubs lack the vector and stacking classes
+            lists = fx.InvertedListsPtrVector()
             for part in parts:
                 lists.push_back(faiss.extract_index_ivf(part).invlists)
-            stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+            stacked = fx.HStackInvertedLists(lists.size(), lists.data())
             ivf.replace_invlists(stacked, False)
             ivf.ntotal = sum(int(part.ntotal) for part in parts)
             index.ntotal = ivf.ntotal  # a wrapper (pre-transform) counts separately
