@@ -103,6 +103,8 @@ def index(
     memory_budget: Annotated[str, typer.Option(help="Memory for index + embeddings, for --index auto.")] = "4G",
     prune: Annotated[bool, typer.Option(help="Remove indexed images no longer in the source.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
+    compact: Annotated[bool, typer.Option(
+        help="Rewrite every served row into one new segment (drops tombstoned rows; O(all)).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -120,7 +122,7 @@ def index(
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
-                           options=IndexOptions(index_spec, parse_memory(memory_budget)))
+                           options=IndexOptions(index_spec, parse_memory(memory_budget), compact))
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:
