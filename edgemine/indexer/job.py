@@ -240,9 +240,27 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     assembled.manifest.metadata_columns = [c for c in assembled.catalog.column_names
                                            if c not in RESERVED_COLUMNS]
     report.compacted = assembled.compacted
-    _sync_state(state, assembled.catalog, assembled.version, changes.labeled, report,
-                publish=lambda: publish_assembled(paths, assembled))
+    if assembled.new_rows is not None and prev is not None and \
+            images_sync.in_step(state, prev.version, prev.catalog.num_rows):
+        # The table mirrors the previous version: write only what changed (O(new), not O(all)).
+        new_rows = assembled.catalog.slice(assembled.catalog.num_rows - assembled.new_rows)
+        _sync_delta(state, new_rows, removed, assembled.version, changes.labeled, report,
+                    publish=lambda: publish_assembled(paths, assembled))
+    else:
+        _sync_state(state, assembled.catalog, assembled.version, changes.labeled, report,
+                    publish=lambda: publish_assembled(paths, assembled))
     return assembled.version
+
+
+def _sync_delta(state: StateDB, new_rows: pa.Table, removed: list[str], version: int, labeled: list[str],
+                report: IndexReport, publish: Callable[[], object]) -> None:
+    """Like _sync_state, from the change set alone: upsert the new rows, publish, delete the removed."""
+    images_sync.mark_synced(state, None)  # until the end, the next run does a full comparison
+    report.state_upserted = images_sync.apply_upserts(state, images_sync.catalog_rows(new_rows))
+    images_sync.label_from_source(state, labeled)
+    publish()
+    report.state_deleted = images_sync.apply_deletes(state, removed)
+    images_sync.mark_synced(state, version)
 
 
 def _sync_state(state: StateDB, catalog: pa.Table, version: int, labeled: list[str],

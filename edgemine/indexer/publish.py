@@ -57,6 +57,7 @@ class Assembled:
     index: Any = None  # the version's index.faiss, or
     index_file: Path | None = None  # ... an existing file hard-linked as it
     compacted: bool = False
+    new_rows: int | None = None  # incremental: the catalog's last rows are the new segment's
 
 
 def _metadata(item_meta: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +255,8 @@ def _incremental(paths: BundlePaths, prev: Snapshot, changes: Changes, keep_rows
     info = prev.manifest.index.model_copy(update={"build_seconds": round(time.perf_counter() - started, 3)})
     manifest = base.model_copy(update={"segments": segments, "index": info,
                                        "next_vec_id": base.next_vec_id + len(changes.records)})
-    return Assembled(base.version, catalog, changes.labeled, manifest, tombstones, index, index_file)
+    return Assembled(base.version, catalog, changes.labeled, manifest, tombstones, index, index_file,
+                     new_rows=len(changes.records))
 
 
 def _compacted(paths: BundlePaths, prev: Snapshot | None, changes: Changes, keep_rows: npt.NDArray[np.int64],
