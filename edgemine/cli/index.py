@@ -75,6 +75,8 @@ def print_report(report: IndexReport) -> None:
     if report.missing_from_source_kept:
         typer.echo(f"  {report.missing_from_source_kept} indexed images are no longer in the "
                    "source and were kept (use --prune to remove them)")
+    if report.compacted:
+        typer.echo("  compacted: every served row rewritten into one segment")
     for failure in report.failed[:20]:
         typer.secho(f"  failed: {failure['image_id']}: {failure['reason']}", fg=typer.colors.YELLOW)
     if len(report.failed) > 20:
@@ -123,6 +125,21 @@ def index(
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
                            options=IndexOptions(index_spec, parse_memory(memory_budget), compact))
+    if json_out:
+        typer.echo(json.dumps(asdict(report), default=str))
+    else:
+        print_report(report)
+
+
+def compact(
+    bundle: Annotated[Path, typer.Option(help="Bundle directory to compact.")] = Path("bundle"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Rewrite the served rows into one segment (drops tombstoned rows; same images served)."""
+    from edgemine.indexer.compact import compact_bundle
+
+    with domain_errors():
+        report = compact_bundle(bundle)
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:
