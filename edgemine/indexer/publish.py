@@ -72,7 +72,7 @@ def collect_changes(items: list[Any], prev: Snapshot | None, vectors: dict[str, 
     prev_fp = prev.catalog.column("fingerprint").to_pylist() if prev is not None else []
     prev_path = prev.catalog.column("path").to_pylist() if prev is not None else []
     prev_vec = prev.catalog.column("vec_id").to_numpy() if prev is not None else np.empty(0, np.int64)
-    meta_cols = {c: prev.catalog.column(c) for c in prev.metadata_columns} if prev is not None else {}
+    meta_cols: dict[str, list[Any]] | None = None  # the previous metadata, read once when first needed
     for item in items:
         prow = rows.get(item.image_id)
         if item.image_id in vectors:
@@ -95,8 +95,10 @@ def collect_changes(items: list[Any], prev: Snapshot | None, vectors: dict[str, 
             **{k: v for k, v in item.metadata.items() if k not in RESERVED_COLUMNS}}
         if item.labeled:
             changes.labeled.append(item.image_id)
-        if isinstance(source, int) and not rebuild and prev_path[source] == item.path and \
-                _metadata(item.metadata) == _metadata({c: col[source].as_py() for c, col in meta_cols.items()}):
+        if isinstance(source, int) and prev is not None and meta_cols is None:
+            meta_cols = {c: prev.catalog.column(c).to_pylist() for c in prev.metadata_columns}
+        if isinstance(source, int) and not rebuild and prev_path[source] == item.path and meta_cols is not None \
+                and _metadata(item.metadata) == _metadata({c: col[source] for c, col in meta_cols.items()}):
             stay.add(item.image_id)  # unchanged: stays in its segment, costs nothing
             continue
         changes.records.append(record)
@@ -249,6 +251,8 @@ def _incremental(paths: BundlePaths, prev: Snapshot, changes: Changes, keep_rows
             add_vectors(index, new_vectors, vec_ids)
     elif not ivf and not plan.exact:
         index_file = prev.dir / INDEX
+    if ivf and prev.manifest.format_version >= 2:
+        index, index_file = None, prev.dir / INDEX  # the same trained empty index: a hard link
     kept = prev.catalog.take(pa.array(keep_rows, pa.int64()))
     catalog = _concat([kept, *([table] if table is not None else [])])
     tombstones = np.union1d(prev.tombstones, tomb_new).astype(np.int64)
