@@ -31,6 +31,8 @@ from edgemine.bundle.segments import (
 )
 from edgemine.bundle.vectors import Embeddings, SegmentedVectors
 
+MERGE_LISTS = True  # several segments' IVF lists: merged into RAM (False: mapped and stacked)
+
 __all__ = ["KEEP_VERSIONS", "Snapshot", "check_writable", "load_current", "load_version", "publish_version"]
 
 
@@ -85,7 +87,8 @@ class Snapshot:
         """Load the FAISS index (memory-mapped where the index type allows).
 
         Format 2 with per-segment IVF lists: one segment's index is mapped as is; several are
-        mapped and stacked (faiss HStackInvertedLists) under the version's trained empty index.
+        merged into the version's trained empty index in RAM (merge_from; mapped and stacked
+        with HStackInvertedLists for an IVF kind that cannot merge).
         Tombstoned ids stay in the lists: the searcher never selects them. An exact (flat)
         version stores no index: one is built from the embeddings on demand (the service
         searches flat bundles with numpy instead).
@@ -100,18 +103,21 @@ class Snapshot:
                 return _read_index(segment_dir(self.paths, with_lists[0].name) / INDEX)
             index: Any = faiss.read_index(str(self.dir / INDEX))
             ivf = faiss.extract_index_ivf(index)
-            # Zero-copy: the segments' mapped lists, stacked list by list (merge_from on mapped
-            # lists aborts in faiss 1.15, and copying them into RAM costs the index's size).
-            parts = [_read_index(segment_dir(self.paths, seg.name) / INDEX) for seg in with_lists]
-            fx: Any = faiss  # the stubs lack the vector and stacking classes
-            lists = fx.InvertedListsPtrVector()
-            for part in parts:
-                lists.push_back(faiss.extract_index_ivf(part).invlists)
-            stacked = fx.HStackInvertedLists(lists.size(), lists.data())
-            ivf.replace_invlists(stacked, False)
-            ivf.ntotal = sum(int(part.ntotal) for part in parts)
+            merged = MERGE_LISTS
+            try:
+                # Copied into RAM: searching merged lists measured 1.4-3x faster than stacking
+                # the mapped ones (benchmarks/results/2026-12-02/segment-lists.md).
+                for seg in with_lists if merged else ():
+                    part = faiss.read_index(str(segment_dir(self.paths, seg.name) / INDEX))
+                    ivf.merge_from(faiss.extract_index_ivf(part), 0)
+            except RuntimeError:  # an IVF kind without merge_from
+                merged = False
+            if not merged:  # stack the mapped lists instead
+                index = faiss.read_index(str(self.dir / INDEX))
+                ivf = faiss.extract_index_ivf(index)
+                index.referenced_objects = _stack(ivf, [segment_dir(self.paths, seg.name) / INDEX
+                                                        for seg in with_lists])
             index.ntotal = ivf.ntotal  # a wrapper (pre-transform) counts separately
-            index.referenced_objects = [parts, lists, stacked]  # keep the mapped parts alive with the index
             return index
         if (self.dir / INDEX).is_file():
             return _read_index(self.dir / INDEX)
@@ -120,6 +126,21 @@ class Snapshot:
             exact.add_with_ids(np.ascontiguousarray(self.embeddings[np.arange(len(self.catalog))], np.float32),
                                self.catalog.column("vec_id").to_numpy().astype(np.int64))
         return exact
+
+
+def _stack(ivf: Any, files: list[Path]) -> list[Any]:
+    """Serve the mapped lists of `files` through `ivf` (HStackInvertedLists); return what must stay alive."""
+    import faiss
+
+    fx: Any = faiss  # the stubs lack the vector and stacking classes
+    parts = [_read_index(path) for path in files]
+    lists = fx.InvertedListsPtrVector()
+    for part in parts:
+        lists.push_back(faiss.extract_index_ivf(part).invlists)
+    stacked = fx.HStackInvertedLists(lists.size(), lists.data())
+    ivf.replace_invlists(stacked, False)
+    ivf.ntotal = sum(int(part.ntotal) for part in parts)
+    return [parts, lists, stacked]
 
 
 def _read_index(path: Path) -> Any:

@@ -7,7 +7,9 @@ from typing import Any
 
 import faiss
 import numpy as np
+import pytest
 
+from edgemine.bundle import snapshot
 from edgemine.bundle.snapshot import load_current
 from edgemine.search.build import add_vectors, ivf_of
 from edgemine.search.searcher import Searcher
@@ -16,7 +18,10 @@ SPEC = "IVF16,Flat"
 D = 16
 
 
-def test_per_segment_lists_give_the_same_top_k_as_one_index_built_at_once(kit: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("merge", [True, False], ids=["merged", "stacked"])
+def test_per_segment_lists_give_the_same_top_k_as_one_index_built_at_once(
+        kit: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merge: bool) -> None:
+    monkeypatch.setattr(snapshot, "MERGE_LISTS", merge)
     X = kit.clustered(2600, D, clusters=16, seed=11)
     ids = kit.ids_for(2600)
     bundle = tmp_path / "b"
