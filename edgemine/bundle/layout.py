@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.objects import is_remote, uri_inside
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: segments + tombstones (O(new) publishes); 1 (files in the version dir) still loads
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
 CATALOG = "catalog.parquet"
@@ -136,6 +136,7 @@ class BundlePaths:
         self.root = Path(root)
         self.current = self.root / "CURRENT"
         self.versions = self.root / "versions"
+        self.segments = self.root / SEGMENTS
         self.state_db = self.root / "state.sqlite"
         self.reports = self.root / "reports"
         self.lock = self.root / ".indexer.lock"

@@ -97,6 +97,8 @@ def print_report(report: IndexReport) -> None:
     if report.missing_from_source_kept:
         typer.echo(f"  {report.missing_from_source_kept} indexed images are no longer in the "
                    "source and were kept (use --prune to remove them)")
+    if report.compacted:
+        typer.echo("  compacted: every served row rewritten into one segment")
     for failure in report.failed[:20]:
         typer.secho(f"  failed: {failure['image_id']}: {failure['reason']}", fg=typer.colors.YELLOW)
     if len(report.failed) > 20:
@@ -127,6 +129,8 @@ def index(
     memory_budget: Annotated[str, typer.Option(help="Memory for index + embeddings, for --index auto.")] = "4G",
     prune: Annotated[bool, typer.Option(help="Remove indexed images no longer in the source.")] = False,
     rebuild: Annotated[bool, typer.Option(help="Re-embed everything (e.g. to change model).")] = False,
+    compact: Annotated[bool, typer.Option(
+        help="Rewrite every served row into one new segment (drops tombstoned rows; O(all)).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     engine: Annotated[str, typer.Option(
@@ -153,8 +157,24 @@ def index(
             choice = model_choice(model, pretrained, device, batch_size)
         report = run_index(src, bundle, choice, batch_size=batch_size, workers=workers,
                            prune=prune, rebuild=rebuild, progress=progress,
-                           options=IndexOptions(index_spec, parse_memory(memory_budget)), engine=chosen,
-                           state_url=state_url)
+                           options=IndexOptions(index_spec, parse_memory(memory_budget), compact),
+                           engine=chosen, state_url=state_url)
+    if json_out:
+        typer.echo(json.dumps(asdict(report), default=str))
+    else:
+        print_report(report)
+
+
+def compact(
+    bundle: Annotated[Path, typer.Option(help="Bundle directory to compact.")] = Path("bundle"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    state_url: StateUrl = None,
+) -> None:
+    """Rewrite the served rows into one segment (drops tombstoned rows; same images served)."""
+    from edgemine.indexer.compact import compact_bundle
+
+    with domain_errors():
+        report = compact_bundle(bundle, state_url)
     if json_out:
         typer.echo(json.dumps(asdict(report), default=str))
     else:

@@ -10,13 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from edgemine.bundle import images_sync
 from edgemine.bundle.errors import BundleError, ModelMismatch, StateReadOnly
 from edgemine.bundle.layout import (
-    INDEX,
     RESERVED_COLUMNS,
     BundlePaths,
     Counts,
@@ -26,19 +24,15 @@ from edgemine.bundle.layout import (
     utc_text,
     write_atomic,
 )
-from edgemine.bundle.snapshot import (
-    Snapshot,
-    check_writable,
-    load_current,
-    publish_version,
-)
+from edgemine.bundle.snapshot import Snapshot, check_writable, load_current
 from edgemine.bundle.state import StateDB, open_state
 from edgemine.indexer.engine import EmbedJob, IndexEngine, LocalEngine
+from edgemine.indexer.publish import assemble, collect_changes, publish_assembled
 from edgemine.indexer.sources import Source, SourceItem, check_metadata
 from edgemine.models.base import Embedder
 from edgemine.models.vectors import Vectors
 from edgemine.models.weights import same_model
-from edgemine.search.maintain import IndexBuilder, make_index
+from edgemine.search.maintain import IndexBuilder
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET
 
 
@@ -48,6 +42,7 @@ class IndexOptions:
 
     index: str = "auto"
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+    compact: bool = False  # rewrite every served row into one segment (see indexer/publish.py)
     build: IndexBuilder | None = None  # None: the engine's builder (in-process for the local engine)
 
 
@@ -79,6 +74,7 @@ class IndexReport:
     failed: list[dict[str, str | None]] = field(default_factory=list)
     seconds: float = 0.0
     embed_images_per_s: float = 0.0
+    compacted: bool = False  # the publish rewrote all rows into one segment
     report_path: str | None = None
 
 
@@ -211,126 +207,78 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
                           prev: Snapshot | None, rebuild: bool, prune: bool, model: ModelInfo,
                           dim: int, vectors: dict[str, Vectors], report: IndexReport,
                           options: IndexOptions) -> int | None:
-    prev_rows = {} if prev is None else prev.row_by_id
-    prev_vec_ids = prev.catalog.column("vec_id").to_numpy() if prev else np.empty(0, np.int64)
-    prev_fingerprints = prev.catalog.column("fingerprint").to_pylist() if prev else []
-    next_vec_id = prev.manifest.next_vec_id if prev else 0
+    # Format 2 (indexer/publish.py): new and changed images go to one new segment, unchanged
+    # ones stay where they are, removed ones become tombstones; or everything is compacted.
+    keep_prev = prev is not None and (not rebuild or same_model(prev.manifest.model.identity, model.identity))
+    changes, stay = collect_changes(source.items, prev, vectors, rebuild=rebuild,
+                                    keep_prev_vectors=keep_prev, report=report)
     in_source = {item.image_id for item in source.items}
-
-    records: list[dict[str, object]] = []
-    rows_vectors: list[Vectors] = []
-    labeled: list[str] = []
-    fresh_ids: list[int] = []  # vectors to add to a reused index
-    changed_ids: list[int] = []  # ... of which these replace an older vector
-    for item in source.items:
-        prev_row = prev_rows.get(item.image_id)
-        fingerprint = item.fingerprint
-        if item.image_id in vectors:
-            vec = vectors[item.image_id]
-            if prev_row is not None and not rebuild:
-                report.updated += 1
-            else:
-                report.added += 1
-        elif prev_row is not None and (not rebuild or same_model(prev.manifest.model.identity, model.identity)):  # type: ignore[union-attr]
-            vec = prev.embeddings[prev_row]  # type: ignore[union-attr]
-            # Keep the fingerprint this vector was made from: a changed file that failed to
-            # decode must be retried (and reported) next run, not pass as unchanged.
-            fingerprint = prev_fingerprints[prev_row]
-        else:
-            continue  # failed and never indexed before: reported, not published
-        if prev_row is not None:
-            vec_id = int(prev_vec_ids[prev_row])
-        else:
-            vec_id, next_vec_id = next_vec_id, next_vec_id + 1
-        records.append({"vec_id": vec_id, "image_id": item.image_id, "path": item.path,
-                        "fingerprint": fingerprint,
-                        # a sidecar or table must not override our columns ("path" is common)
-                        **{k: v for k, v in item.metadata.items() if k not in RESERVED_COLUMNS}})
-        rows_vectors.append(vec)
-        if item.image_id in vectors:
-            fresh_ids.append(vec_id)
-            if prev_row is not None:
-                changed_ids.append(vec_id)
-        if item.labeled:
-            labeled.append(item.image_id)
-    kept = [] if prev is None or rebuild else [i for i in prev.image_ids if i not in in_source]
-    if prune:
-        kept = []
+    kept = [] if prev is None or rebuild or prune else [i for i in prev.image_ids if i not in in_source]
     # Removed: every published image the new version drops (pruned, or left out of a rebuild).
-    published = {str(rec["image_id"]) for rec in records} | set(kept)
+    published = {str(rec["image_id"]) for rec in changes.records} | stay | set(kept)
     removed = [] if prev is None else [i for i in prev.image_ids if i not in published]
     report.removed = len(removed)
     report.missing_from_source_kept = len(kept)
-
-    # Not Table.from_pylist: it takes the columns of the first record only, and images differ in
-    # which metadata they carry (sidecars, partial metadata tables).
-    columns = list(dict.fromkeys(key for rec in records for key in rec))
-    new_table = pa.table({c: [rec.get(c) for rec in records] for c in columns}) if records else None
-    tables = [t for t in (new_table,) if t is not None]
-    kept_vectors: Vectors = np.empty((0, dim), np.float32)
-    if kept and prev is not None:
-        kept_rows = prev.rows_of(kept)
-        tables.append(prev.catalog.take(pa.array(kept_rows)))
-        kept_vectors = np.asarray(prev.embeddings[kept_rows])
-    if not tables:
-        if prev is None:
-            raise BundleError(f"nothing could be indexed from {source.location}: "
+    if not changes.records and not stay and not kept and prev is None:
+        raise BundleError(f"nothing could be indexed from {source.location}: "
                               f"{len(report.failed)} files failed, see the report")
-        catalog = prev.catalog.slice(0, 0)
-    else:
-        try:
-            catalog = pa.concat_tables(tables, promote_options="permissive")
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise BundleError(f"metadata no longer fits the bundle's column types ({exc}); the "
-                              "embedded vectors are kept in the journal: fix the metadata or "
-                              "use --rebuild") from exc
-    embeddings = np.concatenate([np.asarray(rows_vectors, np.float32).reshape(-1, dim),
-                                 kept_vectors]).astype(np.float32)
-
-    changed = (report.added or report.updated or report.removed or rebuild or prev is None
+    changed = (changes.records or removed or rebuild or prev is None or options.compact
                or prev.manifest.image_roots != sorted(source.image_roots))
-    # Row order alone (kept rows move to the end) is no change: compare in vec_id order.
-    if not changed and prev is not None and \
-            catalog.sort_by("vec_id").equals(prev.catalog.sort_by("vec_id")):
+    if not changed and prev is not None:
         # Nothing to publish, but the images table may still be out of step with the served
         # version (a run killed after its flip): repair it.
-        _sync_state(state, prev.catalog, prev.version, labeled, report, publish=None)
+        _sync_state(state, prev.catalog, prev.version, changes.labeled, report, publish=None)
         return None
     now = utc_now()
-    meta_cols = [c for c in catalog.column_names if c not in ("vec_id", "image_id", "path",
-                                                                "fingerprint")]
-    manifest = Manifest(
+    n = len(changes.records) + len(stay) + len(kept)
+    base = Manifest(
         version=(paths.current_version() or 0) + 1,
         model=model,
         dim=dim,
-        counts=Counts(images=catalog.num_rows, added=report.added, updated=report.updated,
+        counts=Counts(images=n, added=report.added, updated=report.updated,
                       removed=report.removed, failed=len(report.failed)),
-        next_vec_id=next_vec_id,
+        next_vec_id=prev.manifest.next_vec_id if prev is not None and not rebuild else 0,
         # Declared by this run's source, never unioned with older runs: kept rows of an earlier
         # source outside these roots are no longer served (403) until re-indexed or pruned.
         image_roots=sorted(source.image_roots),
-        metadata_columns=meta_cols,
         created_at=utc_text(prev.manifest.created_at) if prev else now,
         updated_at=now,
         edgemine_version="",
     )
-    # Rows in vec_id order: then row == vec_id until something is pruned, which makes the
-    # search-time id selector a plain bitmap over rows.
-    order = np.argsort(catalog.column("vec_id").to_numpy(), kind="stable")
-    if np.any(np.diff(order) != 1):
-        catalog, embeddings = catalog.take(pa.array(order)), embeddings[order]
-    vec_ids = catalog.column("vec_id").to_numpy()
-    reuse = prev is not None and not rebuild
-    removed_ids = prev_vec_ids[prev.rows_of(removed)] if reuse and prev is not None and removed else None
-    index, manifest.index = make_index(
-        embeddings, vec_ids, spec=options.index, memory_budget=options.memory_budget,
-        prev_info=prev.manifest.index if reuse and prev is not None else None,
-        prev_index_path=prev.dir / INDEX if reuse and prev is not None else None,
-        changed_vec_ids=np.array(changed_ids, np.int64), removed_vec_ids=removed_ids,
-        new_rows=np.flatnonzero(np.isin(vec_ids, np.array(fresh_ids, np.int64))), build=options.build)
-    _sync_state(state, catalog, manifest.version, labeled, report,
-                publish=lambda: publish_version(paths, manifest, catalog, embeddings, index))
-    return manifest.version
+    assembled = assemble(paths, prev, changes, stay, base=base, removed=removed, rebuild=rebuild,
+                         force=options.compact, spec=options.index, memory_budget=options.memory_budget,
+                         build=options.build)
+    assert assembled.manifest is not None
+    assembled.manifest.metadata_columns = [c for c in assembled.catalog.column_names
+                                           if c not in RESERVED_COLUMNS]
+    report.compacted = assembled.compacted
+    if assembled.new_rows is not None and prev is not None and \
+            images_sync.in_step(state, prev.version, prev.catalog.num_rows):
+        # The table mirrors the previous version: write only what changed (O(new), not O(all)).
+        new_rows = assembled.catalog.slice(assembled.catalog.num_rows - assembled.new_rows)
+        _sync_delta(state, new_rows, removed, assembled.version, changes.labeled, report,
+                    publish=lambda: publish_assembled(paths, assembled))
+    else:
+        _sync_state(state, assembled.catalog, assembled.version, changes.labeled, report,
+                    publish=lambda: publish_assembled(paths, assembled))
+    return assembled.version
+
+
+def _sync_delta(state: StateDB, new_rows: pa.Table, removed: list[str], version: int, labeled: list[str],
+                report: IndexReport, publish: Callable[[], object]) -> None:
+    """Like _sync_state, from the change set alone: upsert the new rows, publish, delete the removed."""
+    with state.sync_lock():  # shared state: services wait rather than sync to the old version
+        _delta_and_publish(state, new_rows, removed, version, labeled, report, publish)
+
+
+def _delta_and_publish(state: StateDB, new_rows: pa.Table, removed: list[str], version: int,
+                       labeled: list[str], report: IndexReport, publish: Callable[[], object]) -> None:
+    images_sync.mark_synced(state, None)  # until the end, the next run does a full comparison
+    report.state_upserted = images_sync.apply_upserts(state, images_sync.catalog_rows(new_rows))
+    images_sync.label_from_source(state, labeled)
+    publish()
+    report.state_deleted = images_sync.apply_deletes(state, removed)
+    images_sync.mark_synced(state, version)
 
 
 def _sync_state(state: StateDB, catalog: pa.Table, version: int, labeled: list[str],

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgemine.models.vectors import Vectors
+from edgemine.bundle.vectors import Embeddings
 from edgemine.search.kmeans import assign, spherical_kmeans
 from edgemine.search.plan import IndexPlan
 
@@ -60,7 +60,7 @@ def train_sample_size(n: int, nlist: int | None, hold_out: int = 0) -> int:
     return max(min(size, n - hold_out), floor)
 
 
-def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPlan,
+def build_index(vectors: Embeddings, vec_ids: npt.NDArray[np.int64], plan: IndexPlan,
                 seed: int = 0, hold_out: int = 0) -> tuple[Any, BuildStats]:
     """Train (on a random sample: recorded data is ordered in time) and fill an index.
 
@@ -74,7 +74,7 @@ def build_index(vectors: Vectors, vec_ids: npt.NDArray[np.int64], plan: IndexPla
     return index, stats
 
 
-def train_new_index(vectors: Vectors, plan: IndexPlan, seed: int = 0, hold_out: int = 0) -> tuple[Any, BuildStats]:
+def train_new_index(vectors: Embeddings, plan: IndexPlan, seed: int = 0, hold_out: int = 0) -> tuple[Any, BuildStats]:
     """Return the plan's index trained on a uniform random sample of `vectors` (still empty)."""
     n, d = vectors.shape
     index = new_index(plan, d)
@@ -93,7 +93,7 @@ def train_new_index(vectors: Vectors, plan: IndexPlan, seed: int = 0, hold_out: 
     return index, stats
 
 
-def add_vectors(index: Any, vectors: Vectors, vec_ids: npt.NDArray[np.int64]) -> None:
+def add_vectors(index: Any, vectors: Embeddings, vec_ids: npt.NDArray[np.int64]) -> None:
     """Add vectors with their stable ids (IVF lists assigned with numpy GEMM)."""
     import faiss
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
+from edgemine.bundle.vectors import Embeddings, SegmentedVectors
 from edgemine.models.vectors import Vectors
 from edgemine.search.blas import single_threaded_blas
 
@@ -62,7 +63,7 @@ def _scan(embeddings: npt.NDArray[np.float32] | npt.NDArray[np.float16], right: 
         np.max(view, axis=0, out=best[first:last])
 
 
-def max_and_argmax(embeddings: Vectors | npt.NDArray[np.float16], vectors: Vectors,
+def max_and_argmax(embeddings: Embeddings | npt.NDArray[np.float16], vectors: Vectors,
                    parallel: bool = True, max_cells: int | None = None,
                    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Return max_j and argmax_j of E . v_j for every row of E (exact, one pass over E).
@@ -74,6 +75,12 @@ def max_and_argmax(embeddings: Vectors | npt.NDArray[np.float16], vectors: Vecto
     `max_cells` caps the similarity cells held at once over all threads (a caller's memory bound:
     the block is m x rows per thread, so many examples shrink the block).
     """
+    if isinstance(embeddings, SegmentedVectors):
+        # Segment by segment (each a mapped matrix), then the served rows (tombstones left out).
+        found = [max_and_argmax(part, vectors, parallel, max_cells) for part in embeddings.parts]
+        best_all = np.concatenate([f[0] for f in found])
+        arg_all = np.concatenate([f[1] for f in found])
+        return embeddings.select(best_all), embeddings.select(arg_all)
     emb: npt.NDArray[np.float32] | npt.NDArray[np.float16] = np.asarray(embeddings)  # type: ignore[assignment]
     n, d = emb.shape
     right = np.ascontiguousarray(vectors, np.float32)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edgemine.models.vectors import Vectors
+from edgemine.bundle.vectors import Embeddings
 from edgemine.search.exact import max_and_argmax
 from edgemine.search.searcher import Searcher
 
@@ -50,7 +50,7 @@ class LevelResult:
     mean_ms: float = 0.0
 
 
-def example_sets(embeddings: Vectors, pool: Rows, seed: int) -> dict[int, list[Rows]]:
+def example_sets(embeddings: Embeddings, pool: Rows, seed: int) -> dict[int, list[Rows]]:
     """Return example sets per example count, seeded by held-out rows (`pool`)."""
     rng = np.random.default_rng(seed)
     n = len(embeddings)
@@ -75,7 +75,7 @@ def example_sets(embeddings: Vectors, pool: Rows, seed: int) -> dict[int, list[R
     return sets
 
 
-def search_set(searcher: Searcher, embeddings: Vectors, rows: Rows, eligible: npt.NDArray[np.bool_],
+def search_set(searcher: Searcher, embeddings: Embeddings, rows: Rows, eligible: npt.NDArray[np.bool_],
                k: int) -> Rows:
     """Mine one example set as the miner does ("max"): candidates, exact re-scoring, top k."""
     queries = np.ascontiguousarray(embeddings[rows], np.float32)
@@ -87,11 +87,11 @@ def search_set(searcher: Searcher, embeddings: Vectors, rows: Rows, eligible: np
     return cands[np.argsort(-best, kind="stable")[:k]]
 
 
-def _truth(embeddings: Vectors, rows: Rows, eligible: npt.NDArray[np.bool_], k: int) -> Rows:
+def _truth(embeddings: Embeddings, rows: Rows, eligible: npt.NDArray[np.bool_], k: int) -> Rows:
     return _truths(embeddings, rows, [eligible], k)[0]
 
 
-def _truths(embeddings: Vectors, rows: Rows, masks: list[npt.NDArray[np.bool_]], k: int) -> list[Rows]:
+def _truths(embeddings: Embeddings, rows: Rows, masks: list[npt.NDArray[np.bool_]], k: int) -> list[Rows]:
     """Exact filtered top-k of one example set under each eligibility mask (one pass over E)."""
     score, _ = max_and_argmax(embeddings, np.ascontiguousarray(embeddings[rows], np.float32))
     out = []
@@ -102,7 +102,7 @@ def _truths(embeddings: Vectors, rows: Rows, masks: list[npt.NDArray[np.bool_]],
     return out
 
 
-def tune_filtered(searcher: Searcher, embeddings: Vectors, pool: Rows, *, k: int = 100,
+def tune_filtered(searcher: Searcher, embeddings: Embeddings, pool: Rows, *, k: int = 100,
                   target: float = 0.95, seed: int = 2) -> list[LevelResult]:
     """Tune the parameters of every exclusion level; leaves them in `searcher.filtered`."""
     if searcher.exact or searcher.n < 4 or len(pool) == 0:
@@ -165,7 +165,7 @@ def searcher_with(searcher: Searcher, fraction: float, params: dict[str, float])
     return searcher
 
 
-def _measure(searcher: Searcher, embeddings: Vectors, cases: list[tuple[int, Rows, npt.NDArray[np.bool_], Rows]],
+def _measure(searcher: Searcher, embeddings: Embeddings, cases: list[tuple[int, Rows, npt.NDArray[np.bool_], Rows]],
              k: int, stop_below: float | None, excluded: float, params: dict[str, float]) -> LevelResult:
     """Recall per example count over `cases`; stops at the first count below `stop_below`."""
     recalls: dict[int, list[float]] = {}

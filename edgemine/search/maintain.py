@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from edgemine.bundle.errors import BundleError
 from edgemine.bundle.layout import FilteredTuning, IndexInfo
-from edgemine.models.vectors import Vectors
+from edgemine.bundle.vectors import Embeddings
 from edgemine.search.build import BuildStats, add_vectors, build_index, index_bytes, ivf_of
 from edgemine.search.filtered import tune_filtered
 from edgemine.search.plan import DEFAULT_MEMORY_BUDGET, IndexPlan, choose_index
@@ -38,7 +38,32 @@ def _incremental_ok(prev: IndexInfo | None, plan: IndexPlan, n: int, removed: in
     return prev.trained_on > 0 and n <= prev.trained_on * (1 + RETRAIN_AFTER_GROWTH)
 
 
-def make_index(embeddings: Vectors, vec_ids: npt.NDArray[np.int64], *, spec: str = "auto",
+def plan_index(n: int, d: int, spec: str = "auto", memory_budget: int = DEFAULT_MEMORY_BUDGET) -> IndexPlan:
+    """Return the index plan for n x d vectors; raises BundleError for an invalid factory string."""
+    import faiss
+
+    plan = choose_index(n, d, memory_budget, spec)
+    try:
+        faiss.index_factory(d, "Flat" if plan.exact else plan.factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise BundleError(f"invalid --index {spec!r} for dimension {d}: {exc}") from exc
+    return plan
+
+
+def can_extend(prev: IndexInfo | None, plan: IndexPlan, n: int) -> bool:
+    """Return whether a format-2 publish may add to the previous index instead of rebuilding it.
+
+    Removed rows are tombstoned (excluded at search time), so HNSW extends too; an IVF retrains
+    (a full rebuild) once RETRAIN_AFTER_GROWTH of it was added since training.
+    """
+    if prev is None:
+        return False
+    if plan.exact:
+        return prev.type == "flat"
+    return prev.factory == plan.factory and prev.trained_on > 0 and n <= prev.trained_on * (1 + RETRAIN_AFTER_GROWTH)
+
+
+def make_index(embeddings: Embeddings, vec_ids: npt.NDArray[np.int64], *, spec: str = "auto",
                memory_budget: int = DEFAULT_MEMORY_BUDGET, prev_info: IndexInfo | None = None,
                prev_index_path: Path | None = None, changed_vec_ids: npt.NDArray[np.int64] | None = None,
                removed_vec_ids: npt.NDArray[np.int64] | None = None, new_rows: npt.NDArray[np.int64] | None = None,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from edgemine.bundle.vectors import Embeddings
 from edgemine.models.vectors import Vectors
 from edgemine.search.searcher import Searcher
 
@@ -37,7 +38,7 @@ class TuneResult:
     held_out_queries: int = 0  # queries outside `exclude_rows` (all of them unless none were left)
 
 
-def exact_topk(embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
+def exact_topk(embeddings: Embeddings, queries: Vectors, qrows: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.int64]:
     """Return exact top-k rows per query, excluding the query's own row."""
     sims = np.asarray(embeddings @ queries.T, np.float32)
     sims[qrows, np.arange(len(qrows))] = -np.inf
@@ -45,7 +46,7 @@ def exact_topk(embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int6
     return top
 
 
-def search_one(searcher: Searcher, embeddings: Vectors, query: Vectors, own_row: int, k: int,
+def search_one(searcher: Searcher, embeddings: Embeddings, query: Vectors, own_row: int, k: int,
                eligible: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
     """Search one query as the miner does: candidates, then exact re-scoring of them."""
     cands = searcher.candidates(query[None, :], k + 1, eligible)
@@ -57,7 +58,7 @@ def search_one(searcher: Searcher, embeddings: Vectors, query: Vectors, own_row:
     return np.sort(cands)[order]
 
 
-def measure(searcher: Searcher, embeddings: Vectors, queries: Vectors, qrows: npt.NDArray[np.int64],
+def measure(searcher: Searcher, embeddings: Embeddings, queries: Vectors, qrows: npt.NDArray[np.int64],
             truth: npt.NDArray[np.int64], k: int) -> tuple[float, list[float]]:
     """Return mean recall@k and per-query latencies (ms) with everything eligible."""
     eligible = np.ones(searcher.n, bool)
@@ -76,7 +77,7 @@ def held_out_rows(n: int, exclude_rows: npt.NDArray[np.int64] | None) -> npt.NDA
     return pool if len(pool) else np.arange(n)
 
 
-def tune(searcher: Searcher, embeddings: Vectors, *, k: int = 100, target: float = 0.95,
+def tune(searcher: Searcher, embeddings: Embeddings, *, k: int = 100, target: float = 0.95,
          n_queries: int = 200, exclude_rows: npt.NDArray[np.int64] | None = None, seed: int = 1) -> TuneResult:
     """Pick the cheapest parameters reaching `target` recall@k (or the best found, flagged).
 

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edgemine.models.vectors import Vectors
+from edgemine.bundle.vectors import Embeddings
 
 # Candidates compared per step: one (block x kept) matrix product instead of one product per
 # candidate, and one (block x block) product for the pairs inside the block.
 BLOCK = 256
 
 
-def select_diverse(order: npt.NDArray[np.int64], wanted: int, embeddings: Vectors,
+def select_diverse(order: npt.NDArray[np.int64], wanted: int, embeddings: Embeddings,
                    groups: Sequence[object] | None, max_per_group: int | None,
                    dedup_threshold: float | None,
                    served: npt.NDArray[np.bool_] | None = None) -> list[int]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from edgemine.bundle.vectors import Embeddings
 from edgemine.models.vectors import Vectors
 
 # Background rows drawn per query: enough to describe the collection; the fit streams them twice
@@ -57,7 +58,7 @@ class Probe:
         unit = self.weights / norm if norm > 0 else self.weights
         return np.asarray(unit, np.float32)[None, :]
 
-    def score(self, embeddings: Vectors) -> npt.NDArray[np.float32]:
+    def score(self, embeddings: Embeddings) -> npt.NDArray[np.float32]:
         """Return the probe's logit for each row."""
         return np.asarray(embeddings @ self.weights + np.float32(self.bias), np.float32)
 

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from edgemine.bundle.vectors import Embeddings
 from edgemine.models.vectors import Vectors, l2_normalize
 from edgemine.search.exact import max_and_argmax
 from edgemine.service import limits
@@ -63,7 +64,7 @@ class Scores:
     nearest_sim: FloatArray
 
 
-def similarities(embeddings: Vectors, vectors: Vectors) -> FloatArray:
+def similarities(embeddings: Embeddings, vectors: Vectors) -> FloatArray:
     """Return E @ V^T as float32 (all examples in one matrix product; use for few columns)."""
     if len(vectors) == 0:
         return np.empty((len(embeddings), 0), np.float32)
@@ -81,12 +82,12 @@ def mean_direction(vectors: Vectors, role: str) -> Vectors:
     return l2_normalize(mean)
 
 
-def _max_and_argmax(embeddings: Vectors, vectors: Vectors) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+def _max_and_argmax(embeddings: Embeddings, vectors: Vectors) -> tuple[FloatArray, npt.NDArray[np.int64]]:
     """Return max_j and argmax_j of E V^T per row: one blocked pass over E (search/exact.py)."""
     return max_and_argmax(embeddings, vectors, max_cells=limits.SCORE_BLOCK_CELLS)
 
 
-def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:
+def _rrf(embeddings: Embeddings, vectors: Vectors, eligible: npt.NDArray[np.bool_], depth: int) -> FloatArray:
     out = np.zeros(len(embeddings), np.float32)
     rows = np.flatnonzero(eligible)
     depth = min(depth, len(rows))
@@ -106,7 +107,7 @@ def _rrf(embeddings: Vectors, vectors: Vectors, eligible: npt.NDArray[np.bool_],
     return out
 
 
-def score_rows(embeddings: Vectors, positives: Examples, negatives: Examples | None,
+def score_rows(embeddings: Embeddings, positives: Examples, negatives: Examples | None,
                strategy: Literal["mean", "max", "rrf", "probe"], negative_weight: float,
                eligible: npt.NDArray[np.bool_], depth: int, probe: Probe | None = None) -> Scores:
     """Score all rows by `strategy` (probe: by the fitted `probe`); ineligible rows get -inf."""

@@ -17,7 +17,8 @@ from edgemine.search.build import build_index
 from edgemine.search.plan import choose_index
 
 DIM = 4
-FILES = {"manifest.json", "catalog.parquet", "embeddings.npy", "index.faiss"}
+FILES = {"manifest.json", "index.faiss"}  # format 2: the rows live in segments/
+SEGMENT_FILES = {"catalog.parquet", "embeddings.npy"}
 
 
 def publish(root: Path, version: int, n: int = 3) -> Path:
@@ -40,6 +41,7 @@ def test_publish_then_read(tmp_path: Path) -> None:
     final = publish(tmp_path, 1)
     assert final == tmp_path / "versions" / "v000001"
     assert {p.name for p in final.iterdir()} == FILES
+    assert {p.name for p in (tmp_path / "segments" / "s000000").iterdir()} == SEGMENT_FILES
     assert (tmp_path / "CURRENT").read_text() == "v000001\n"
     snap = load_current(tmp_path)
     assert snap.version == 1 and snap.dir == final
@@ -50,7 +52,7 @@ def test_publish_then_read(tmp_path: Path) -> None:
     _, ids = idx.search(np.eye(1, DIM, dtype=np.float32), 1)
     assert ids[0, 0] == 100
     # nothing but complete versions and the pointer: no temp files left behind
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "versions"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CURRENT", "segments", "versions"]
 
 
 def test_only_recent_complete_versions_are_kept(tmp_path: Path) -> None:
@@ -60,6 +62,8 @@ def test_only_recent_complete_versions_are_kept(tmp_path: Path) -> None:
             assert {p.name for p in (tmp_path / "versions" / name).iterdir()} == FILES
     assert listing(tmp_path) == ["v000002", "v000003"]
     assert load_current(tmp_path).image_ids[0] == "v3/img0"
+    # the segment only v000001 used is collected with it
+    assert sorted(p.name for p in (tmp_path / "segments").iterdir()) == ["s000001", "s000002"]
 
 
 def test_leftover_partial_dirs_are_ignored_then_cleaned(tmp_path: Path) -> None:
@@ -122,16 +126,17 @@ def test_current_names_a_missing_version(tmp_path: Path) -> None:
 
 
 def corrupt(vdir: Path, how: str) -> None:
+    segment = vdir.parent.parent / "segments" / "s000000"
     if how == "manifest-json":
         (vdir / "manifest.json").write_text("{not json")
     elif how == "manifest-schema":
         (vdir / "manifest.json").write_text(json.dumps({"version": 1}))
     elif how == "embeddings":
-        (vdir / "embeddings.npy").write_bytes(b"\x93NUMPY garbage")
+        (segment / "embeddings.npy").write_bytes(b"\x93NUMPY garbage")
     elif how == "catalog":
-        (vdir / "catalog.parquet").write_bytes(b"PAR1 nope")
-    elif how == "index":
-        (vdir / "index.faiss").unlink()
+        (segment / "catalog.parquet").write_bytes(b"PAR1 nope")
+    elif how == "segment":
+        (segment / "embeddings.npy").unlink()
     elif how == "counts":
         data = json.loads((vdir / "manifest.json").read_text())
         data["counts"]["images"] = 5
@@ -147,7 +152,7 @@ def corrupt(vdir: Path, how: str) -> None:
     ("manifest-schema", "manifest.json is corrupt"),
     ("embeddings", "is corrupt"),
     ("catalog", "is corrupt"),
-    ("index", "has no index.faiss"),
+    ("segment", "is corrupt"),
     ("counts", "inconsistent"),
     ("future", "upgrade edgemine"),
 ])

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -181,9 +180,8 @@ def test_text_prompts_resolve_with_the_bundles_model(tmp_path: Path, image_tree:
     text = "a pedestrian at night"
     got = resolver({"texts": [text], "k": 5})
     # Independent ranking: cosine of the stored vectors to the fake model's text vector.
-    version = (bundle / "CURRENT").read_text().strip()
-    vectors = np.load(bundle / "versions" / version / "embeddings.npy").astype(np.float64)
-    catalog = [str(x) for x in pq.read_table(bundle / "versions" / version / "catalog.parquet")
-               .column("image_id").to_pylist()]
+    snap = load_current(bundle)
+    vectors = np.asarray(snap.embeddings, np.float64)
+    catalog = snap.image_ids
     sims = vectors @ fake_embedder.embed_texts([text])[0].astype(np.float64)
     assert got == [catalog[i] for i in np.argsort(-sims)[:5]]

@@ -197,10 +197,12 @@ def test_added_and_changed_images_are_embedded_and_ids_stay_stable(
     assert (report.added, report.updated, report.unchanged, report.embedded_now) == (2, 1, 11, 3)
     assert embedder.batches == 1  # 3 images, batch size 4
     after = vec_ids(bundle)
-    assert {k: after[k] for k in before} == before  # unchanged and changed images keep their ids
-    assert sorted(after[i] for i in new_ids) == [12, 13]
+    # Unchanged images keep their ids; the changed one gets a new id (its old one is tombstoned).
+    assert {k: after[k] for k in before if k != changed} == {k: v for k, v in before.items() if k != changed}
+    assert sorted(after[i] for i in [*new_ids, changed]) == [12, 13, 14]
     snap = load_current(bundle)
-    assert snap.manifest.next_vec_id == 14
+    assert snap.manifest.next_vec_id == 15
+    assert snap.tombstones.tolist() == [before[changed]]
     assert (snap.manifest.counts.images, snap.manifest.counts.added, snap.manifest.counts.updated) == (14, 2, 1)
     reference = type(fake_embedder)()
     for image_id in [changed, *new_ids, ids[0]]:
@@ -220,7 +222,10 @@ def test_touched_file_is_re_embedded(tmp_path: Path, image_tree: tuple[Path, lis
     report = index(root, bundle, fake_model)
     assert (report.updated, report.unchanged, report.embedded_now) == (1, 11, 1)
     assert report.published and report.version == 2
-    assert vec_ids(bundle) == before
+    after = vec_ids(bundle)
+    # The touched image is a new row (new id, old id tombstoned); the others keep theirs.
+    assert {k: v for k, v in after.items() if k != ids[2]} == {k: v for k, v in before.items() if k != ids[2]}
+    assert after[ids[2]] == 12 and load_current(bundle).tombstones.tolist() == [before[ids[2]]]
 
 
 def test_prune_semantics(tmp_path: Path, image_tree: tuple[Path, list[str]], fake_model: ModelChoice,
@@ -253,7 +258,7 @@ def test_prune_semantics(tmp_path: Path, image_tree: tuple[Path, list[str]], fak
     make_images(root, 2)  # rewrites g1/img001.png (and g0/img000.png)
     back = index(root, bundle, fake_model)
     assert back.added == 1
-    assert vec_ids(bundle)[ids[1]] == 12
+    assert vec_ids(bundle)[ids[1]] > max(before.values())
 
 
 def test_other_model_is_refused_unless_rebuild(tmp_path: Path, image_tree: tuple[Path, list[str]],
@@ -310,7 +315,10 @@ def test_indexed_file_that_breaks_keeps_its_vector_and_stays_reported(
     snap = load_current(bundle)
     np.testing.assert_allclose(snap.embeddings[snap.row_by_id[ids[4]]],
                                expected_vector(type(fake_embedder)(), root / ids[4]), atol=1e-6)
-    assert vec_ids(bundle)[ids[4]] == good.catalog.column("vec_id")[good.row_by_id[ids[4]]].as_py()
+    # The fixed file is a changed image: a new row with a new id, its old id tombstoned.
+    old_id = good.catalog.column("vec_id")[good.row_by_id[ids[4]]].as_py()
+    assert vec_ids(bundle)[ids[4]] >= good.manifest.next_vec_id
+    assert old_id in snap.tombstones.tolist()
 
 
 def test_empty_source(tmp_path: Path, image_tree: tuple[Path, list[str]], fake_model: ModelChoice) -> None:

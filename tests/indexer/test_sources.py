@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -94,7 +95,7 @@ def test_manifest_metadata_and_labels(tmp_path: Path, data_dir: tuple[Path, list
     assert rec["time_of_day"] == "day"
     assert rec["path"] == str((data / "images" / rels[6]).resolve())
     # the catalog parquet on disk carries the same types
-    on_disk = pq.read_schema(snap.dir / "catalog.parquet")
+    on_disk = pq.read_schema(snap.paths.segments / snap.manifest.segments[0].name / "catalog.parquet")
     assert pa.types.is_timestamp(on_disk.field("timestamp").type)
 
     st = states(bundle)
@@ -112,7 +113,13 @@ def test_manifest_metadata_and_labels(tmp_path: Path, data_dir: tuple[Path, list
     assert loads == [1]  # loaded for the first run only
     snap2 = load_current(bundle)
     assert snap2.record(snap2.row_by_id["cam/03"])["time_of_day"] == "night"
-    assert snap2.catalog.column("vec_id").to_pylist() == snap.catalog.column("vec_id").to_pylist()
+    # Format 2: the re-described image is a new row (new vec_id, same vector; old id tombstoned).
+    old_ids = dict(zip(snap.image_ids, snap.catalog.column("vec_id").to_pylist(), strict=True))
+    new_ids = dict(zip(snap2.image_ids, snap2.catalog.column("vec_id").to_pylist(), strict=True))
+    assert {k: v for k, v in new_ids.items() if k != "cam/03"} == {k: v for k, v in old_ids.items() if k != "cam/03"}
+    assert new_ids["cam/03"] == 12 and snap2.tombstones.tolist() == [old_ids["cam/03"]]
+    np.testing.assert_array_equal(snap2.embeddings[snap2.row_by_id["cam/03"]],
+                                  snap.embeddings[snap.row_by_id["cam/03"]])
 
     # Labeled-only change: no new version, but the state follows.
     write_manifest(manifest, rows_for(rels, labeled | {rels[7]}, night={rels[3]}))

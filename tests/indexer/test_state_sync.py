@@ -53,13 +53,13 @@ def audit_image_writes(bundle: Path) -> Callable[[], dict[str, int]]:
 
 def crash_after_flip(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the next publish die right after CURRENT names the new version."""
-    real = job.publish_version
+    real = job.publish_assembled
 
     def publish_then_die(*args: Any, **kwargs: Any) -> Path:
         real(*args, **kwargs)
         raise KeyboardInterrupt("killed right after the flip")
 
-    monkeypatch.setattr(job, "publish_version", publish_then_die)
+    monkeypatch.setattr(job, "publish_assembled", publish_then_die)
 
 
 def test_unchanged_rerun_writes_no_image_rows(tmp_path: Path, image_tree: tuple[Path, list[str]],

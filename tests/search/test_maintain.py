@@ -37,12 +37,14 @@ def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def check_index_matches_catalog(kit: Any, snap: Any) -> Any:
-    """The stored index holds exactly the version's vec_ids, once each."""
+    """The stored index holds exactly the version's vec_ids (served or tombstoned), once each."""
     index = snap.load_index()
     vec_ids = np.sort(snap.catalog.column("vec_id").to_numpy())
     stored = kit.index_ids(index)
-    assert index.ntotal == len(vec_ids) == snap.manifest.counts.images
-    np.testing.assert_array_equal(stored, vec_ids)
+    assert len(vec_ids) == snap.manifest.counts.images
+    # Format 2: tombstoned rows stay in their segment's lists; the searcher never selects them.
+    assert index.ntotal == len(vec_ids) + len(snap.tombstones)
+    np.testing.assert_array_equal(stored, np.union1d(vec_ids, snap.tombstones))
     return index
 
 
@@ -57,6 +59,14 @@ def finds_itself(kit: Any, snap: Any, rows: np.ndarray) -> float:
         assert cands is not None
         hits += int(row in cands)
     return hits / len(rows)
+
+
+def served_vec_ids_found(kit: Any, snap: Any, vectors: np.ndarray) -> set[int]:
+    """vec_ids of the candidate rows the service's searcher returns for `vectors` (all rows eligible)."""
+    searcher = kit.searcher_of(snap)
+    cands = searcher.candidates(np.ascontiguousarray(vectors, np.float32), 10, np.ones(len(snap.catalog), bool))
+    assert cands is not None
+    return set(snap.catalog.column("vec_id").to_numpy()[cands].tolist())
 
 
 def stale_hits(snap: Any, vec_ids: np.ndarray, old_vectors: np.ndarray) -> int:
@@ -123,7 +133,12 @@ def test_incremental_runs_reuse_update_prune_and_retrain(kit: Any, tmp_path: Pat
     assert finds_itself(kit, snap2, changed_rows) == 1.0
     changed_vec_ids = snap2.catalog.column("vec_id").to_numpy()[changed_rows]
     assert stale_hits(snap2, changed_vec_ids, old_changed) == 0
-    assert stale_hits(snap1, changed_vec_ids, old_changed) == len(changed)  # the check has teeth
+    # Format 2: a changed image got a new vec_id; the old one is tombstoned. Its vector is still in
+    # its segment's lists (the check has teeth), but the searcher never returns it.
+    old_vec_ids = snap1.catalog.column("vec_id").to_numpy()[snap1.rows_of([ids2[i] for i in changed])]
+    assert set(old_vec_ids.tolist()) <= set(snap2.tombstones.tolist())
+    assert stale_hits(snap2, old_vec_ids, old_changed) == len(changed)
+    assert not served_vec_ids_found(kit, snap2, old_changed) & set(old_vec_ids.tolist())
 
     # Run 3: prune 100 ids (reuse: removal only).
     pruned = ids2[200:300]
@@ -134,9 +149,9 @@ def test_incremental_runs_reuse_update_prune_and_retrain(kit: Any, tmp_path: Pat
     assert third.report.removed == 100 and builds == [n0]
     snap3 = load_current(bundle)
     assert snap3.manifest.index.trained_on == n0
-    index3 = check_index_matches_catalog(kit, snap3)
-    assert not np.isin(kit.index_ids(index3), pruned_vec_ids).any()
-    assert stale_hits(snap3, pruned_vec_ids, X2[200:300]) == 0
+    check_index_matches_catalog(kit, snap3)
+    assert np.isin(pruned_vec_ids, snap3.tombstones).all()
+    assert not served_vec_ids_found(kit, snap3, X2[200:300]) & set(pruned_vec_ids.tolist())
     searcher = kit.searcher_of(snap3)
     assert searcher is not None and not searcher.identity_ids  # vec_ids have a gap now
     got, recall = mine_recall(kit, snap3, [keep[0], keep[500], keep[3000]])
@@ -148,8 +163,9 @@ def test_incremental_runs_reuse_update_prune_and_retrain(kit: Any, tmp_path: Pat
     kit.index_bundle(bundle, ids4, X4, SPEC)
     snap4 = load_current(bundle)
     assert builds == [n0] and not set(pruned) & set(snap4.image_ids)
-    index4 = check_index_matches_catalog(kit, snap4)
-    assert not np.isin(kit.index_ids(index4), pruned_vec_ids).any()
+    check_index_matches_catalog(kit, snap4)
+    assert np.isin(pruned_vec_ids, snap4.tombstones).all()
+    assert not served_vec_ids_found(kit, snap4, X2[200:300]) & set(pruned_vec_ids.tolist())
 
     # Run 5: growth beyond RETRAIN_AFTER_GROWTH of the trained size: retrain.
     extra = int(n0 * RETRAIN_AFTER_GROWTH) + 200
@@ -178,8 +194,10 @@ def test_growth_just_within_the_limit_is_incremental(kit: Any, tmp_path: Path, b
     assert builds == [n0, limit + 1] and load_current(bundle).manifest.index.trained_on == limit + 1
 
 
-def test_hnsw_with_deletions_rebuilds_and_stays_correct(kit: Any, tmp_path: Path, builds: list[int]) -> None:
-    """HNSW cannot delete: a version that removes or changes vectors rebuilds the graph."""
+def test_hnsw_with_deletions_tombstones_then_compacts_and_stays_correct(kit: Any, tmp_path: Path,
+                                                                         builds: list[int]) -> None:
+    """HNSW cannot delete: format 2 tombstones removed/changed vectors (the graph is extended, O(index))
+    until the tombstones pass MAX_TOMBSTONE_FRACTION; that publish compacts and rebuilds the graph."""
     rng = np.random.default_rng(4)
     n0 = 2500
     X = kit.clustered(n0 + 250, D, clusters=30, spread=0.15, seed=2)
@@ -193,25 +211,27 @@ def test_hnsw_with_deletions_rebuilds_and_stays_correct(kit: Any, tmp_path: Path
     assert builds == [n0] and snap.manifest.index.trained_on == n0 and snap.manifest.index.type == "hnsw"
     check_index_matches_catalog(kit, snap)
     assert finds_itself(kit, snap, snap.rows_of(ids[n0::10])) == 1.0
-    # Changed vectors: rebuilt, and the old positions are gone.
+    # Changed vectors: new vec_ids added to the graph, the old ones tombstoned, never returned.
     changed = np.arange(10, 30)
     old = X[changed].copy()
+    old_vec_ids = snap.catalog.column("vec_id").to_numpy()[snap.rows_of([ids[i] for i in changed])]
     X[changed] = l2_normalize(rng.standard_normal((len(changed), D)))
     report = kit.index_bundle(bundle, ids, X, "HNSW16,Flat").report
     snap = load_current(bundle)
-    assert report.updated == len(changed) and builds == [n0, n0 + 250]
-    assert snap.manifest.index.trained_on == n0 + 250 and snap.manifest.index.search_params
+    assert report.updated == len(changed) and builds == [n0]
+    assert np.isin(old_vec_ids, snap.tombstones).all()
     check_index_matches_catalog(kit, snap)
     changed_rows = snap.rows_of([ids[i] for i in changed])
     assert finds_itself(kit, snap, changed_rows) == 1.0
     assert stale_hits(snap, snap.catalog.column("vec_id").to_numpy()[changed_rows], old) == 0
+    assert not served_vec_ids_found(kit, snap, old) & set(old_vec_ids.tolist())
     got, recall = mine_recall(kit, snap, [ids[10], ids[11]])
     assert recall >= 0.9
-    # Pruning: rebuilt again, pruned ids gone.
+    # Pruning 750 of 2750: tombstones would pass 25%: compacted, the graph rebuilt without them.
     keep = ids[:2000]
-    kit.index_bundle(bundle, keep, X[:2000], "HNSW16,Flat", prune=True)
+    report = kit.index_bundle(bundle, keep, X[:2000], "HNSW16,Flat", prune=True).report
     snap = load_current(bundle)
-    assert builds == [n0, n0 + 250, 2000]
+    assert report.compacted and builds == [n0, 2000] and len(snap.tombstones) == 0
     check_index_matches_catalog(kit, snap)
     got, recall = mine_recall(kit, snap, [ids[5]])
     assert recall >= 0.9 and all(g in set(keep) for g in got)

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edgemine.bundle.layout import ModelInfo
+from edgemine.bundle.snapshot import load_current
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index, scan_directory
 from edgemine.service.app import create_app
 from edgemine.service.config import Settings
@@ -54,11 +55,11 @@ class BuiltBundle:
         return self.path / "versions" / version
 
     def embeddings(self) -> np.ndarray:
-        """The stored vectors, read straight from the published files (row order = catalog)."""
-        return np.load(self.version_dir / "embeddings.npy").astype(np.float64)
+        """The stored vectors, read from the published version (row order = catalog)."""
+        return np.asarray(load_current(self.path).embeddings, np.float64)
 
     def catalog_ids(self) -> list[str]:
-        return [str(x) for x in pq.read_table(self.version_dir / "catalog.parquet").column("image_id").to_pylist()]
+        return load_current(self.path).image_ids
 
     def row(self) -> dict[str, int]:
         return {image_id: i for i, image_id in enumerate(self.catalog_ids())}
