@@ -52,18 +52,20 @@ class LocalBackend:
     """
 
     def __init__(self, bundle_dir: str | os.PathLike[str], *, public_url: str = "",
-                 loader: EmbedderLoader | None = None) -> None:
+                 loader: EmbedderLoader | None = None, state_url: str | None = None) -> None:
         """Open the bundle.
 
         Args:
             bundle_dir: the bundle directory (holds CURRENT, versions/ and state.sqlite).
             public_url: base URL put in front of image links (`/v1/images/...`); exports use it.
             loader: how to load the bundle's model (tests pass a fake); CLIP by default.
+            state_url: a postgresql:// state database shared with services (default: the
+                bundle's state.sqlite).
         """
         self.public_url = public_url
         with _translated():
             kwargs: dict[str, Any] = {"loader": loader} if loader is not None else {}
-            self.runtime = Runtime(Path(bundle_dir), public_url=public_url, **kwargs)
+            self.runtime = Runtime(Path(bundle_dir), public_url=public_url, state_url=state_url, **kwargs)
 
     def __repr__(self) -> str:
         return f"LocalBackend({str(self.runtime.paths.root)!r})"

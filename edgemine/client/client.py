@@ -208,16 +208,20 @@ class Client:
         return f"<edgemine.Client over {self._backend!r}>"
 
 
-def open(bundle_dir: str | os.PathLike[str], *, public_url: str = "", session_id: str | None = None) -> Client:
+def open(bundle_dir: str | os.PathLike[str], *, public_url: str = "", session_id: str | None = None,
+         state_url: str | None = None) -> Client:
     """Open a local bundle directory and return a Client that mines it in this process.
 
     (`edgemine.open` shadows the builtin `open` only as an attribute of the `edgemine` package.)
     `public_url` is put in front of image links (`/v1/images/...`) in results and exports;
-    `session_id` is the client's review session (see Client).
+    `session_id` is the client's review session (see Client); `state_url` is a postgresql://
+    state database shared with services (default: `EDGEMINE_STATE_URL` when set, else the
+    bundle's state.sqlite), so labels set here are respected by every service host and back.
     """
     from edgemine.client._local import LocalBackend
 
-    return Client(LocalBackend(bundle_dir, public_url=public_url), session_id=session_id)
+    url = state_url or os.environ.get("EDGEMINE_STATE_URL") or None
+    return Client(LocalBackend(bundle_dir, public_url=public_url, state_url=url), session_id=session_id)
 
 
 def connect(url: str, api_key: str | None = None, *, timeout: float = 30.0, retries: int = 3,
