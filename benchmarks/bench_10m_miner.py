@@ -111,25 +111,27 @@ def in_process(bundle: Path, sets: dict[int, list[Any]], truth: dict[int, list[A
 
 
 def label(bundle: Path, mask: npt.NDArray[np.bool_]) -> float:
-    """Register the masked rows in state.sqlite's images table and set them "labeled"; return seconds.
+    """Insert the masked rows into state.sqlite's images table as "labeled"; return seconds.
 
+    A bulk insert (no label events; StateDB.set_state took ~0.3 ms a row here, 25 min for 5M).
     Only these rows are registered (an indexer-built bundle registers every image): the Miner's
-    row states read only the images that are not unlabeled, and 10M rows would cost minutes here.
+    row states read only the images that are not unlabeled.
     """
-    from edgemine.bundle.images_sync import apply_upserts, encode_metadata
-    from edgemine.bundle.layout import BundlePaths
+    from edgemine.bundle.images_sync import encode_metadata
+    from edgemine.bundle.layout import BundlePaths, utc_now
     from edgemine.bundle.state import StateDB
 
     t0 = time.perf_counter()
     db = StateDB(BundlePaths(bundle).state_db)
-    chosen = np.flatnonzero(mask)
+    chosen, now = np.flatnonzero(mask), utc_now()
     for start in range(0, len(chosen), 200_000):
         rows = [int(r) for r in chosen[start:start + 200_000]]
-        ids = [image_id_of(r) for r in rows]
-        apply_upserts(db, [(i, None, encode_metadata({"sequence_id": f"seq{r // FRAMES_PER_SEQUENCE:06d}",
-                                                       "frame": r % FRAMES_PER_SEQUENCE, "camera": "front"}), r)
-                           for i, r in zip(ids, rows, strict=True)])
-        db.set_state(ids, "labeled")
+        meta = [encode_metadata({"sequence_id": f"seq{r // FRAMES_PER_SEQUENCE:06d}",
+                                 "frame": r % FRAMES_PER_SEQUENCE, "camera": "front"}) for r in rows]
+        with db.write() as conn:
+            conn.executemany("INSERT INTO images (image_id, path, metadata, vec_id, state, state_updated_at) "
+                             "VALUES (?, NULL, ?, ?, 'labeled', ?)",
+                             [(image_id_of(r), m, r, now) for r, m in zip(rows, meta, strict=True)])
     return round(time.perf_counter() - t0, 1)
 
 
