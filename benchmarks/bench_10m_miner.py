@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="as given to bench_10m.py")
     ap.add_argument("--source-root", type=Path, default=ROOT, help="tree `edgemine serve` runs from")
     ap.add_argument("--no-http", action="store_true")
+    ap.add_argument("--levels", default="0,50", help="exclusion levels (percent) to measure in process")
     args = ap.parse_args(argv)
     result = json.loads(args.result.read_text())
     n, k = result["n"], result["k"]
@@ -195,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgemine.bundle.state import StateDB
 
     StateDB(BundlePaths(args.bundle).state_db)  # the service needs one; nothing labeled yet
+    levels = {int(v) for v in args.levels.split(",")}
     for m, fraction in enumerate(bench_10m.EXCLUDED):
+        if int(fraction * 100) not in levels:
+            continue
         mask = excluded_mask(n, fraction, args.seed + 1)
         if mask.any():
             result["label_s"] = label(args.bundle, mask)
@@ -208,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     result["miner"] = miner
     result["miner_uptime"] = os.popen("uptime").read().strip()
     if not args.no_http:
-        http = over_http(args.bundle, args.source_root, sets, truths[-1], k)
-        result["http"] = {f"{ex}ex_50pct": http[ex] for ex in ("1", "10")}
+        # The state now excludes the highest level measured in process (none: 0%).
+        m = max([i for i, f in enumerate(bench_10m.EXCLUDED) if int(f * 100) in levels], default=0)
+        http = over_http(args.bundle, args.source_root, sets, truths[m], k)
+        pct = int(bench_10m.EXCLUDED[m] * 100)
+        result["http"] = {f"{ex}ex_{pct}pct": http[ex] for ex in ("1", "10")}
         result["http_startup_s"] = http["startup_s"]
         result["http_uptime"] = os.popen("uptime").read().strip()
     result["miner_command"] = " ".join(["python", *sys.argv])
