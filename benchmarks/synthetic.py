@@ -9,6 +9,9 @@ random pairs have cosine ~0.37, a frame's nearest neighbour ~0.96 (a nearby fram
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -20,6 +23,22 @@ CHUNK = 100_000
 
 def clip_like(n: int, d: int = 512, seed: int = 0) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """Return (unit vectors [n x d], ids of the planted rare rows)."""
+    out = np.empty((n, d), np.float32)
+    blocks = clip_like_blocks(n, d, seed)
+    rare_rows = next(blocks)[1]
+    for start, block in blocks:
+        out[start:start + len(block)] = block
+    return out, rare_rows
+
+
+def clip_like_blocks(n: int, d: int = 512, seed: int = 0,
+                     block: int = CHUNK) -> Iterator[tuple[int, npt.NDArray[Any]]]:
+    """Yield the rows of `clip_like(n, d, seed)` without holding them all.
+
+    The first item is (-1, ids of the planted rare rows); then (start row, unit vectors
+    [<= block x d] float32), in row order. Same vectors as clip_like for the same arguments
+    (at the default block size), so 10M rows can be streamed to disk.
+    """
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.standard_normal((d, LATENT)))[0].astype(np.float32)
     common = rng.standard_normal(d).astype(np.float32)
@@ -38,9 +57,9 @@ def clip_like(n: int, d: int = 512, seed: int = 0) -> tuple[npt.NDArray[np.float
     # The rare scene shows in only ~25 frames of each of its sequences (a short event).
     rare_rows = np.flatnonzero((seq_scene[seq_of_row] == n_scenes) & (frame < 25))
     normal_scene_of_seq = rng.choice(n_scenes, n_seq)
-    out = np.empty((n, d), np.float32)
-    for start in range(0, n, CHUNK):
-        rows = np.arange(start, min(n, start + CHUNK))
+    yield -1, rare_rows.astype(np.int64)
+    for start in range(0, n, block):
+        rows = np.arange(start, min(n, start + block))
         seq = seq_of_row[rows]
         centre = seq_centre[seq].copy()
         # frames outside the rare event of a rare sequence look like an ordinary scene
@@ -51,8 +70,7 @@ def clip_like(n: int, d: int = 512, seed: int = 0) -> tuple[npt.NDArray[np.float
         z = centre + 0.25 * drift + 0.12 * rng.standard_normal((len(rows), LATENT)).astype(np.float32) / np.sqrt(LATENT)
         noise = rng.standard_normal((len(rows), d)).astype(np.float32) / np.sqrt(d)
         x = (z @ basis.T) * 0.9 + 0.8 * common + 0.25 * noise
-        out[rows] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out, rare_rows.astype(np.int64)
+        yield start, x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def _drift_dirs(seq: npt.NDArray[np.int64], rng_seed: int) -> npt.NDArray[np.float32]:
