@@ -8,12 +8,13 @@ are turned into plain paths (`local_path`) before anything here sees them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -243,32 +244,33 @@ def _metadata_mtime(meta: dict[bytes, bytes] | dict[str, bytes]) -> int | None:
     return None
 
 
-def stat_object(uri: str) -> ObjectInfo:
-    """Return an object's size and ETag (one HEAD request); raise ObjectNotFound, StoreUnreachable, ..."""
+@contextlib.contextmanager
+def _opened(uri: str, action: str) -> Iterator[Any]:
+    """Open an object for reading (one HEAD request), translating the store's errors."""
     scheme, bucket, key = split_uri(uri)
     if not key:
         raise ObjectNotFound(f"object not found: {uri} (no key)")
     try:
         with filesystem(scheme).open_input_file(f"{bucket}/{key}") as fh:
-            meta = fh.metadata()
-            return ObjectInfo(uri, fh.size(), _metadata_etag(meta), _metadata_mtime(meta))
+            yield fh
     except OSError as exc:
-        raise _translate(exc, uri, scheme, "stat") from exc
+        raise _translate(exc, uri, scheme, action) from exc
+
+
+def stat_object(uri: str) -> ObjectInfo:
+    """Return an object's size and ETag (one HEAD request); raise ObjectNotFound, StoreUnreachable, ..."""
+    with _opened(uri, "stat") as fh:
+        meta = fh.metadata()
+        return ObjectInfo(uri, fh.size(), _metadata_etag(meta), _metadata_mtime(meta))
 
 
 def read_object(uri: str, max_bytes: int = DEFAULT_MAX_OBJECT_BYTES) -> bytes:
     """Return an object's bytes; raise ObjectTooLarge (before downloading) when it has more than `max_bytes`."""
-    scheme, bucket, key = split_uri(uri)
-    if not key:
-        raise ObjectNotFound(f"object not found: {uri} (no key)")
-    try:
-        with filesystem(scheme).open_input_file(f"{bucket}/{key}") as fh:
-            size = fh.size()
-            if size > max_bytes:
-                raise ObjectTooLarge(f"{uri} is {size} bytes, over the limit of {max_bytes} bytes read per image")
-            return fh.read(size)  # type: ignore[no-any-return]
-    except OSError as exc:
-        raise _translate(exc, uri, scheme, "read") from exc
+    with _opened(uri, "read") as fh:
+        size = fh.size()
+        if size > max_bytes:
+            raise ObjectTooLarge(f"{uri} is {size} bytes, over the limit of {max_bytes} bytes read per image")
+        return fh.read(size)  # type: ignore[no-any-return]
 
 
 def list_prefix(uri: str) -> Iterator[ObjectInfo]:
