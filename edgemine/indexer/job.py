@@ -251,7 +251,7 @@ def _assemble_and_publish(paths: BundlePaths, state: StateDB, source: Source,
     assert assembled.manifest is not None
     assembled.manifest.metadata_columns = [c for c in assembled.catalog.column_names
                                            if c not in RESERVED_COLUMNS]
-    report.compacted = assembled.compacted
+    report.compacted = assembled.compacted and prev is not None  # a first publish is not a compaction
     if assembled.new_rows is not None and prev is not None and \
             images_sync.in_step(state, prev.version, prev.catalog.num_rows):
         # The table mirrors the previous version: write only what changed (O(new), not O(all)).

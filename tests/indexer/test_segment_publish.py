@@ -11,6 +11,7 @@ import pytest
 
 from edgemine.bundle.snapshot import load_current
 from edgemine.indexer import publish as publish_mod
+from edgemine.indexer import run_index, scan_directory
 from edgemine.indexer.job import IndexOptions
 from edgemine.search.maintain import can_extend
 from tests.support.segments import file_stamps, segment_names, to_format_1
@@ -202,3 +203,9 @@ def test_ivf_growth_past_the_retrain_limit_compacts_and_retrains(tmp_path: Path)
     assert grown.compacted and snap.manifest.index.trained_on == 400 and info.trained_on == 200
     assert len(snap.manifest.segments) == 1 and snap.load_index().ntotal == 400
     assert not can_extend(info, publish_mod.plan_index(400, 16, "IVF4,Flat"), 400)
+
+
+def test_a_first_publish_is_not_reported_as_a_compaction(tmp_path: Path, make_images: Any, fake_model: Any) -> None:
+    make_images(tmp_path / "src", 3)
+    report = run_index(scan_directory(tmp_path / "src"), tmp_path / "b", fake_model, workers=0, progress=False)
+    assert report.published and report.version == 1 and not report.compacted
