@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from edgemine.bundle.layout import RESERVED_COLUMNS
 from edgemine.bundle.state import StateDB, apply_state
+from edgemine.bundle.state_conn import stream_rows
 
 _SYNCED = "images_synced_to_version"  # key in the notes table
 CHUNK_ROWS = 5000  # rows per write transaction: ~tens of ms, short enough for labeling calls
@@ -107,11 +108,12 @@ def plan_sync(db: StateDB, target: Sequence[ImageRow]) -> SyncPlan:
     plan = SyncPlan()
     wanted = iter(target)
     want = next(wanted, None)
-    # A merge of two id-ordered streams: the table is never held in memory. SQLite orders TEXT
-    # by UTF-8 bytes, which is code point order, as Python orders str.
+    # A merge of two id-ordered streams: the table is never held in memory (on PostgreSQL too: a
+    # server-side cursor). Both order TEXT by code point (SQLite: UTF-8 bytes; PostgreSQL:
+    # COLLATE "C"), as Python orders str.
     with db.read() as conn:
-        stored: Iterable[tuple[str, str | None, str, int | None]] = conn.execute(
-            "SELECT image_id, path, metadata, vec_id FROM images ORDER BY image_id")
+        stored: Iterable[tuple[str, str | None, str, int | None]] = stream_rows(
+            conn, "SELECT image_id, path, metadata, vec_id FROM images ORDER BY image_id")
         for row in stored:
             image_id = row[0]
             while want is not None and want[0] < image_id:

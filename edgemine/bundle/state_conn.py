@@ -70,3 +70,13 @@ def to_format_style(sql: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def stream_rows(conn: StateConn, sql: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
+    """Yield a query's rows without holding them all: a sqlite3 cursor streams already, PostgreSQL
+    uses a server-side cursor (`PgConn.stream`)."""
+    stream = getattr(conn, "stream", None)
+    if stream is not None:
+        yield from stream(sql, parameters)
+    else:
+        yield from conn.execute(sql, parameters)

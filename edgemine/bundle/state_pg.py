@@ -21,6 +21,7 @@ psycopg is an optional dependency (`pip install 'edgemine[postgres]'`), imported
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -39,6 +40,8 @@ from edgemine.bundle.state import StateDB
 from edgemine.bundle.state_conn import StateCursor, to_format_style
 
 IDLE_CONNECTIONS = 16  # kept open for reuse; more may be open while requests run in parallel
+STREAM_ROWS = 10_000  # rows per round trip of a streamed query (PgConn.stream)
+_STREAMS = itertools.count()  # distinct server-side cursor names within a transaction
 CONNECT_TIMEOUT = 5  # seconds, unless the URL says otherwise: an unreachable host must not hang requests
 
 
@@ -77,6 +80,18 @@ class PgConn:
         try:
             cursor: StateCursor = self._conn.execute(_sql(sql), tuple(parameters))
             return cursor
+        except _psycopg().Error as exc:
+            raise self._store.translate(exc) from exc
+
+    def stream(self, sql: str, parameters: Any = (), /, batch_rows: int | None = None) -> Iterator[Any]:
+        """Yield a query's rows through a server-side cursor, `batch_rows` at a time (not all fetched at once)."""
+        try:
+            # A named cursor lives on the server inside this transaction: memory stays bounded by
+            # one batch, as iterating a sqlite3 cursor is (psycopg's default cursor fetches all).
+            with self._conn.cursor(name=f"edgemine_stream_{next(_STREAMS)}") as cursor:
+                cursor.itersize = batch_rows or STREAM_ROWS
+                cursor.execute(_sql(sql), tuple(parameters))
+                yield from cursor
         except _psycopg().Error as exc:
             raise self._store.translate(exc) from exc
 

@@ -165,3 +165,35 @@ def test_pg_requests_fail_with_state_unavailable_while_the_server_is_down_then_r
         assert db.set_state(["b"], "queued") == 1  # the same store works again, no reopen
         assert db.state_counts() == {"unlabeled": 0, "queued": 1, "labeled": 1, "rejected": 0}
         db.close()
+
+
+def test_streamed_queries_use_one_server_side_cursor_and_keep_the_order(tmp_path: Path, pg_url: str) -> None:
+    db = open_state(BundlePaths(tmp_path / "b"), pg_url)
+    ids = [f"im{i:03d}" for i in range(10)]
+    apply_upserts(db, [(i, None, "{}", n) for n, i in enumerate(reversed(ids))])
+    seen: list[str] = []
+    with db.read() as conn:
+        for row in conn.stream("SELECT image_id FROM images ORDER BY image_id", (), batch_rows=3):
+            if not seen:  # the rows come from a cursor held by the server, 3 per round trip
+                cursors = conn.execute("SELECT count(*) FROM pg_cursors WHERE name LIKE 'edgemine_stream_%'")
+                assert cursors.fetchone()[0] == 1
+            seen.append(row[0])
+    assert seen == ids
+
+
+def test_plan_sync_on_postgres_streams_to_the_same_plan_as_sqlite(tmp_path: Path, pg_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgemine.bundle.state_pg as state_pg
+    from edgemine.bundle.images_sync import plan_sync
+
+    monkeypatch.setattr(state_pg, "STREAM_ROWS", 3)  # many round trips over 12 rows
+    stored = [(f"im{i:03d}", f"p{i}", "{}", i) for i in range(12)]
+    target = [row for row in stored if row[0] not in ("im002", "im007")]  # two removed
+    target[3] = (target[3][0], "moved", "{}", target[3][3])  # one changed
+    target.append(("im999", None, "{}", 99))  # one added
+    plans = []
+    for db in (open_state(BundlePaths(tmp_path / "pg"), pg_url), StateDB(tmp_path / "state.sqlite")):
+        apply_upserts(db, stored)
+        plans.append(plan_sync(db, sorted(target)))
+    assert plans[0] == plans[1]
+    assert plans[0].deletes == ["im002", "im007"] and [r[0] for r in plans[0].upserts] == ["im004", "im999"]
