@@ -265,7 +265,8 @@ def _tune_filtered(searcher: Any, vectors: np.ndarray, seed: int) -> list[dict[s
     levels = tune_filtered(searcher, vectors, held_out_rows(n, train), k=100, seed=seed + 2)
     print(f"filtered tuning of the reused bundle: {time.perf_counter() - start:.1f} s", flush=True)
     return [{"excluded": lv.excluded, "params": lv.params, "met_target": lv.met_target,
-             "recall": {str(m): r for m, r in lv.recall.items()}} for lv in levels]
+             "recall": {str(m): r for m, r in lv.recall.items()},
+             "by_examples": {str(m): p for m, p in lv.by_examples.items()}} for lv in levels]
 
 
 def _mine(miner: Miner, ids: list[str], rows: np.ndarray, k: int, strategy: str = "max") -> list[int]:

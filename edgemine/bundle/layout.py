@@ -60,8 +60,11 @@ class FilteredTuning(BaseModel):
 
     excluded: float  # fraction of rows not eligible (labeled, filtered out)
     params: dict[str, float]
-    recall: dict[str, float]  # by number of examples ("1", "10", "50")
+    recall: dict[str, float]  # by number of examples ("1", "10", "50"), each at its own params
     met_target: bool
+    # Params tuned per number of examples ("1", "10", "50"): a query of m examples uses the largest
+    # count not above m. Empty in bundles tuned before per-count tuning: `params` serve all.
+    by_examples: dict[str, dict[str, float]] = Field(default_factory=dict)
 
 
 class IndexInfo(BaseModel):

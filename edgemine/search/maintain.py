@@ -120,7 +120,9 @@ def make_index(embeddings: Embeddings, vec_ids: npt.NDArray[np.int64], *, spec: 
         levels = tune_filtered(searcher, embeddings, held_out_rows(n, stats.train_rows), k=result.k,
                                target=TARGET_RECALL, seed=seed + 2)
         info.filtered = [FilteredTuning(excluded=lv.excluded, params=lv.params, met_target=lv.met_target,
-                                        recall={str(m): r for m, r in lv.recall.items()}) for lv in levels]
+                                        recall={str(m): r for m, r in lv.recall.items()},
+                                        by_examples={str(m): p for m, p in lv.by_examples.items()})
+                         for lv in levels]
     info.build_seconds = round(time.perf_counter() - started, 3)
     info.bytes_per_vector = round(index_bytes(index) / max(n, 1), 2)
     return index, info

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,10 @@ from edgemine.search.kmeans import assign
 
 Rows = npt.NDArray[np.int64]
 Found = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]
+Params = dict[str, float]
+# A tuned exclusion level: (eligible fraction, params serving every example count[, params by
+# example count]). Bundles tuned before per-count tuning have no third element.
+Level = tuple[float, Params] | tuple[float, Params, Mapping[int, Params]]
 # Below these eligible fractions a filtered ANN walk costs more than exact search of the subset.
 MIN_FRACTION = {"ivf": 0.02, "hnsw": 0.1}
 MAX_EF = 4096
@@ -35,13 +39,13 @@ class Searcher:
     """Search one index with a per-query eligibility mask."""
 
     def __init__(self, index: Any, kind: str, params: dict[str, float], vec_ids: npt.NDArray[np.int64],
-                 filtered: Sequence[tuple[float, dict[str, float]]] = ()) -> None:
+                 filtered: Sequence[Level] = ()) -> None:
         self.index = index
         self.kind = kind
         self.params = params
         # (eligible fraction, params tuned there) from the build (IndexInfo.filtered); empty for
         # bundles built before it: nprobe / efSearch then scale by 1 / fraction.
-        self.filtered = sorted(filtered, key=lambda point: -point[0])
+        self.filtered = filtered
         self.n = len(vec_ids)
         self.vec_ids = vec_ids
         self.identity_ids = bool(self.n == 0 or (vec_ids[0] == 0 and vec_ids[-1] == self.n - 1
@@ -65,10 +69,23 @@ class Searcher:
             if flat_quantizer and isinstance(index, faiss.IndexIVF):
                 self.centroids = np.ascontiguousarray(self.ivf.quantizer.reconstruct_n(0, self.ivf.nlist).T)
 
-    def scaled(self, fraction: float) -> dict[str, float]:
-        """Return the search parameters for queries where `fraction` of the rows are eligible.
+    @property
+    def filtered(self) -> list[tuple[float, Params, dict[int, Params]]]:
+        """Return the tuned exclusion levels, least excluded first."""
+        return self._filtered
 
-        Between two tuned exclusion levels, nprobe / efSearch are interpolated log-linearly in the
+    @filtered.setter
+    def filtered(self, levels: Sequence[Level]) -> None:
+        self._filtered = sorted(((lv[0], dict(lv[1]), {int(m): dict(p) for m, p in lv[2].items()}
+                                  if len(lv) > 2 else {}) for lv in levels),  # type: ignore[misc]
+                                key=lambda point: -point[0])
+
+    def scaled(self, fraction: float, examples: int | None = None) -> dict[str, float]:
+        """Return the search parameters for queries of `examples` vectors where `fraction` of the rows are eligible.
+
+        At each tuned level the parameters are those tuned for the largest example count not above
+        `examples` (fewer examples need more probes each); without per-count tuning, or with
+        `examples` None, the level's parameters for every count. Between two tuned exclusion levels, nprobe / efSearch are interpolated log-linearly in the
         fraction (and the larger re-ranking factor of the two kept); beyond the most restrictive
         level they grow by 1 / fraction from it. Without tuned levels: the base value / fraction.
         """
@@ -78,7 +95,8 @@ class Searcher:
         if not self.filtered:
             return {key: base[key] / fraction, "rerank_factor": base["rerank_factor"]}
         # A tuned level at fraction 1.0 (no exclusion, several examples) replaces the base.
-        points = sorted(dict([(1.0, base), *self.filtered]).items(), key=lambda point: -point[0])
+        levels = [(f, _for_examples(params, per_count, examples)) for f, params, per_count in self.filtered]
+        points = sorted(dict([(1.0, base), *levels]).items(), key=lambda point: -point[0])
         if fraction >= points[0][0]:
             return dict(points[0][1])
         for (hi, upper), (lo, lower) in itertools.pairwise(points):
@@ -120,11 +138,11 @@ class Searcher:
         """
         if self.exact or self.n == 0:
             return None
-        count = int(eligible.sum()) if eligible_count is None else eligible_count
+        count = int(np.count_nonzero(eligible)) if eligible_count is None else eligible_count
         fraction = count / self.n
         if fraction < MIN_FRACTION.get(self.kind, 1.0) or count <= depth:
             return None
-        params = self.scaled(fraction)
+        params = self.scaled(fraction, len(queries))
         rerank = params["rerank_factor"]
         fetch = int(max(depth, MIN_DEPTH) * rerank)
         queries = np.ascontiguousarray(queries, np.float32)
@@ -189,3 +207,11 @@ class Searcher:
         params.sel = sel
         dist, labels = self.index.search(queries, fetch, params=params)
         return np.asarray(dist), np.asarray(labels)
+
+
+def _for_examples(params: Params, per_count: Mapping[int, Params], examples: int | None) -> Params:
+    """Return the parameters tuned for the largest example count not above `examples`."""
+    if examples is None or not per_count:
+        return params
+    counts = [m for m in per_count if m <= examples]
+    return dict(per_count[max(counts)]) if counts else params

@@ -200,7 +200,7 @@ class Miner:
         probe = self._probe(positives, negatives, allowed, digest) if query.strategy == "probe" else None
         by_state, seq = self.states.eligible_at(list(query.include_states))
         eligible = by_state & allowed
-        count = int(eligible.sum())
+        count = int(np.count_nonzero(eligible))
         # Rows are ranked among those eligible when the first page was made: rows that changed
         # state since (e.g. page 1, now queued) still count for rrf ranks and diversity caps.
         ranked = eligible
@@ -209,7 +209,7 @@ class Miner:
             if len(changed):
                 ranked = eligible.copy()
                 ranked[changed] |= allowed[changed]
-        ranked_count = int(ranked.sum())
+        ranked_count = int(np.count_nonzero(ranked))
 
         wanted = skip + query.k
         depth = max(1000, 4 * wanted)
@@ -228,7 +228,7 @@ class Miner:
                                  if cursor.version != snap.version else cursor.row)
                 # Rows after the cursor are candidates only if they are eligible now.
                 scores.score[~served & ~eligible[rows]] = -np.inf
-            available = int(np.isfinite(scores.score).sum())
+            available = int(np.count_nonzero(np.isfinite(scores.score)))
             local = self._rank(query, scores.score, query.k if cursor else wanted, space, served)
             # An approximate candidate set that came up short while enough rows are eligible
             # falls back to exact search: k results whenever k are eligible.

@@ -101,7 +101,8 @@ class Runtime:
             # Memory-mapped where FAISS allows it: fast start, pages shared between workers.
             searcher = Searcher(snapshot.load_index(), info.type, dict(info.search_params),
                                 snapshot.catalog.column("vec_id").to_numpy(),
-                                [(1.0 - f.excluded, dict(f.params)) for f in info.filtered])
+                                [(1.0 - f.excluded, dict(f.params), {int(m): dict(p) for m, p in f.by_examples.items()})
+                                 for f in info.filtered])
         miner = Miner(snapshot, states, embedder, self.public_url, searcher)
         return Loaded(snapshot, miner, stamp)
 

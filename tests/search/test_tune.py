@@ -266,7 +266,11 @@ def test_filtered_tuning_reaches_the_target_at_every_exclusion_level_and_example
     for lv in levels:
         assert lv.met_target and set(lv.recall) == set(filtered_mod.EXAMPLE_COUNTS)
         assert min(lv.recall.values()) >= 0.95
-    assert searcher.filtered == [(1.0 - lv.excluded, lv.params) for lv in levels]
+        # Tuned per example count; the level's params serve every count (the most demanding).
+        assert set(lv.by_examples) == set(filtered_mod.EXAMPLE_COUNTS)
+        assert lv.params["nprobe"] == max(p["nprobe"] for p in lv.by_examples.values())
+        assert lv.params["rerank_factor"] == max(p["rerank_factor"] for p in lv.by_examples.values())
+    assert searcher.filtered == [(1.0 - lv.excluded, lv.params, lv.by_examples) for lv in levels]
 
 
 def test_filtered_tuning_recall_holds_on_fresh_example_sets_and_exclusions(filtered_kit: Any) -> None:
@@ -303,12 +307,16 @@ def test_a_level_no_probe_count_reaches_is_searched_exactly(filtered_kit: Any) -
     level records nprobe = nlist, where the searcher defers to exact search (recall 1)."""
     _, searcher, _, _, levels, _ = filtered_kit
     last = levels[-1]
-    if last.params["nprobe"] == searcher.ivf.nlist:
-        assert last.recall == {1: 1.0, 10: 1.0, 50: 1.0}
-        eligible = np.random.default_rng(0).random(FN) >= 0.95
-        assert searcher.candidates(np.zeros((1, FD), np.float32), 100, eligible) is None
-    else:
-        assert last.params["nprobe"] <= searcher.ivf.nlist // 2 and last.met_target
+    assert last.met_target
+    eligible = np.random.default_rng(0).random(FN) >= 0.95
+    for m, params in last.by_examples.items():  # tuned per example count: each count on its own
+        if params["nprobe"] == searcher.ivf.nlist:
+            assert last.recall[m] == 1.0
+            queries = np.zeros((m, FD), np.float32)
+            assert searcher.candidates(queries, 100, eligible) is None
+        else:
+            assert params["nprobe"] <= searcher.ivf.nlist // 2 and last.recall[m] >= 0.95
+    assert last.params["nprobe"] == max(p["nprobe"] for p in last.by_examples.values())
 
 
 def test_searcher_interpolates_between_tuned_exclusion_levels(ivf: Any) -> None:
@@ -324,6 +332,31 @@ def test_searcher_interpolates_between_tuned_exclusion_levels(ivf: Any) -> None:
     assert searcher.scaled(0.025)["nprobe"] == pytest.approx(128.0)  # past the last level: 1/p
 
 
+def test_a_query_uses_the_params_tuned_for_the_largest_example_count_not_above_its_own(ivf: Any) -> None:
+    per_count = {1: {"nprobe": 32.0, "rerank_factor": 1.5}, 10: {"nprobe": 8.0, "rerank_factor": 1.5},
+                 50: {"nprobe": 4.0, "rerank_factor": 3.0}}
+    searcher = Searcher(ivf, "ivf", {"nprobe": 4.0, "rerank_factor": 1.5}, np.arange(N, dtype=np.int64),
+                        [(1.0, {"nprobe": 4.0, "rerank_factor": 1.5}),
+                         (0.5, {"nprobe": 32.0, "rerank_factor": 3.0}, per_count)])
+    assert searcher.scaled(0.5, 1) == per_count[1]
+    assert searcher.scaled(0.5, 9) == per_count[1]  # 9 examples: tuned for 1, not for 10
+    assert searcher.scaled(0.5, 10) == per_count[10]
+    assert searcher.scaled(0.5, 200) == per_count[50]
+    assert searcher.scaled(0.5) == {"nprobe": 32.0, "rerank_factor": 3.0}  # unknown count: serves all
+    # A level tuned before per-count tuning (two elements) serves every count.
+    old = Searcher(ivf, "ivf", {"nprobe": 4.0, "rerank_factor": 1.5}, np.arange(N, dtype=np.int64),
+                   [(0.5, {"nprobe": 16.0, "rerank_factor": 3.0})])
+    assert old.scaled(0.5, 10) == old.scaled(0.5, 1) == {"nprobe": 16.0, "rerank_factor": 3.0}
+
+
+def test_per_count_params_are_what_the_searcher_uses_for_that_many_examples(filtered_kit: Any) -> None:
+    """The candidates of a 10-example query are searched with the 10-example params, not the 1-example ones."""
+    _, searcher, _, _, levels, _ = filtered_kit
+    half = levels[1]
+    assert searcher.scaled(1.0 - half.excluded, 10) == half.by_examples[10]
+    assert searcher.scaled(1.0 - half.excluded, 1) == half.by_examples[1]
+
+
 def test_make_index_records_the_filtered_levels_in_the_manifest(kit: Any, tmp_path: Path) -> None:
     from edgemine.search import filtered as filtered_mod
 
@@ -332,5 +365,6 @@ def test_make_index_records_the_filtered_levels_in_the_manifest(kit: Any, tmp_pa
     assert [f.excluded for f in info.filtered] == list(filtered_mod.EXCLUSION_LEVELS)
     for f in info.filtered:
         assert set(f.recall) == {"1", "10", "50"} and "nprobe" in f.params and "rerank_factor" in f.params
+        assert set(f.by_examples) == {"1", "10", "50"}
     dumped = json.loads(info.model_dump_json())
     assert dumped["filtered"][1]["excluded"] == 0.5
