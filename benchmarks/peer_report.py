@@ -120,7 +120,7 @@ def markdown(res: dict[str, Any], command: str, plot_name: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(res: dict[str, Any], path: Path) -> None:
+def plot(res: dict[str, Any], path: Path, xlabel: str = "p50 latency, ms (log)") -> None:
     """Write a recall-vs-p50 grid (rows: excluded fraction, columns: examples) as a PNG."""
     import matplotlib
 
@@ -146,7 +146,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
         ax.axhline(RECALL_TARGET, color="grey", linestyle=":", linewidth=1)
         ax.set_xscale("log")
         ax.set_title(f"{m} example(s), {frac:.0%} excluded", fontsize=10)
-        ax.set_xlabel("p50 latency, ms (log)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(f"recall@{res['k']}")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
