@@ -45,7 +45,8 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
         raise SystemExit("runs differ in n or k: merge runs of one size only")
     last_run = {peer_report.split_method(r["method"])[0]: i for i, res in enumerate(runs) for r in res["results"]}
     results = [row for i, res in enumerate(runs) for row in relative(res, keep_own=i == 0)
-               if i == 0 and row["method"].startswith(OWN) or last_run[peer_report.split_method(row["method"])[0]] == i]
+               if (i == 0 and row["method"].startswith(OWN))
+               or last_run[peer_report.split_method(row["method"])[0]] == i]
     peers = {name: info for res in runs for name, info in res.get("peers", {}).items()}
     return {**{k: v for k, v in first.items() if k not in ("results", "peers")}, "results": results,
             "peers": peers, "runs": [{"loadavg_start": r.get("loadavg_start"), "loadavg_end": r.get("loadavg_end"),
@@ -74,7 +75,7 @@ def main() -> None:
              + "; ".join(f"{', '.join(r['peers'])} (load {r['loadavg_start']} -> {r['loadavg_end']})"
                          for r in res["runs"]) + ".", ""]
     lines += [f"![recall vs relative p50 per scenario]({args.out.with_suffix('.png').name})", ""]
-    lines += peer_report.equal_recall_table(res) + [""] + peer_report.curve_table(res)
+    lines += [*peer_report.equal_recall_table(res), "", *peer_report.curve_table(res)]
     lines += ["", "Command: `python benchmarks/peer_merge.py " + " ".join(str(p) for p in args.runs)
               + f" --out {args.out}`"]
     text = "\n".join(lines).replace("p50 ms", "p50 (rel.)").replace("p99 ms", "p99 (rel.)").replace(" ms)", " rel.)")
