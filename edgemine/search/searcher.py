@@ -85,9 +85,10 @@ class Searcher:
 
         At each tuned level the parameters are those tuned for the largest example count not above
         `examples` (fewer examples need more probes each); without per-count tuning, or with
-        `examples` None, the level's parameters for every count. Between two tuned exclusion levels, nprobe / efSearch are interpolated log-linearly in the
-        fraction (and the larger re-ranking factor of the two kept); beyond the most restrictive
-        level they grow by 1 / fraction from it. Without tuned levels: the base value / fraction.
+        `examples` None, the level's parameters for every count. Between two tuned exclusion levels,
+        nprobe / efSearch are interpolated log-linearly in the fraction (and the larger re-ranking
+        factor of the two kept); beyond the most restrictive level they grow by 1 / fraction from
+        it. Without tuned levels: the base value / fraction.
         """
         key = "nprobe" if self.kind == "ivf" else "efSearch"
         base = {key: self.params.get(key, 16.0 if key == "nprobe" else 64.0),

@@ -11,7 +11,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-import peer_merge
+import peer_merge  # noqa: E402
 
 
 def run(rows: list[tuple[str, float, float]], peers: list[str], load: float) -> dict[str, Any]:
