@@ -33,6 +33,16 @@ MAX_EF = 4096
 # Parameters are tuned for recall@TUNE_K (100) with a re-ranking pool of ~100 x rerank_factor rows;
 # a smaller pool at small k loses the recall the tuning measured (4-bit PQ: ~0.66 at k=10).
 MIN_DEPTH = 100
+# OpenMP threads per FAISS search (None: FAISS's default). OpenMP keeps the count per thread, and
+# searches run on whatever worker thread took the request, so it is applied on every search call
+# rather than once at startup (which set it for the startup thread only).
+_search_threads: int | None = None
+
+
+def set_search_threads(count: int | None) -> None:
+    """Make every later FAISS search, on any thread, use `count` OpenMP threads (None: FAISS's default)."""
+    global _search_threads
+    _search_threads = count
 
 
 class Searcher:
@@ -148,6 +158,8 @@ class Searcher:
         fetch = int(max(depth, MIN_DEPTH) * rerank)
         queries = np.ascontiguousarray(queries, np.float32)
         sel, _keep = self._selector(eligible)
+        if _search_threads is not None:
+            importlib.import_module("faiss").omp_set_num_threads(_search_threads)
         with single_threaded_blas():  # the centroid product is tiny: no BLAS thread hand-off
             found_ = self._search(queries, fetch, params, breadth, sel)
         if found_ is None:

@@ -41,10 +41,11 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import faiss
         from threadpoolctl import threadpool_limits
 
-        faiss.omp_set_num_threads(settings.faiss_threads)
+        from edgemine.search.searcher import set_search_threads
+
+        set_search_threads(settings.faiss_threads)  # applied per search: OpenMP counts are per thread
         threadpool_limits(settings.blas_threads, user_api="blas")  # process-wide, for this worker
         kwargs = {"loader": loader} if loader is not None else {}
         app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,
