@@ -93,8 +93,6 @@ def instrument(app: Any, timed: Timed) -> list[str]:
 
     from edgemine.service import miner as miner_module
     from edgemine.service.api import guard, routes_mine
-    from edgemine.service.api.metrics import MINE_SECONDS
-
     layers: list[str] = []
     parent: Any = app
     attr = "middleware_stack"
@@ -126,8 +124,12 @@ def instrument(app: Any, timed: Timed) -> list[str]:
     # The route's "mine and encode" function (named `_mine_json` before 2026-12-02).
     name = "mine_json" if hasattr(routes_mine, "mine_json") else "_mine_json"
     setattr(routes_mine, name, timed.wrap_sync("Miner.mine + JSON encoding", getattr(routes_mine, name)))
-    labelled = MINE_SECONDS.labels
-    MINE_SECONDS.labels = timed.wrap_sync("metrics histogram", labelled)  # type: ignore[method-assign]
+    if hasattr(routes_mine, "observe_mine"):
+        routes_mine.observe_mine = timed.wrap_sync("metrics histogram", routes_mine.observe_mine)
+    else:  # before 2026-12-02: MINE_SECONDS.labels(...).observe(...) in the route
+        from edgemine.service.api.metrics import MINE_SECONDS
+
+        MINE_SECONDS.labels = timed.wrap_sync("metrics histogram", MINE_SECONDS.labels)  # type: ignore[method-assign]
     return layers
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from edgemine.service.api.deps import LoadedDep, SettingsDep
 from edgemine.service.api.guard import GuardedRoute
-from edgemine.service.api.metrics import MINE_SECONDS
+from edgemine.service.api.metrics import observe_mine
 from edgemine.service.api.responses import UnknownIdsError, errors
 from edgemine.service.miner import Miner
 from edgemine.service.query import MineQuery, MineResult
@@ -42,7 +42,7 @@ async def mine(query: MineQuery, request: Request) -> Response:
     # (response_model stays for the docs).
     runtime: Runtime = request.app.state.runtime
     body, total_ms = await run_in_threadpool(_mine_current, runtime, query)
-    MINE_SECONDS.labels(kind="ids" if not query.texts else "text").observe(total_ms / 1e3)
+    observe_mine("ids" if not query.texts else "text", total_ms / 1e3)
     return Response(body, media_type="application/json")
 
 
@@ -71,5 +71,5 @@ async def mine_upload(
             raise HTTPException(413, detail=f"uploaded file {upload.filename!r} is larger than {limit} bytes")
         uploads.append(Upload(upload.filename or f"file{len(uploads)}", data, settings.max_upload_pixels))
     result = await run_in_threadpool(loaded.miner.mine, parsed, uploads)
-    MINE_SECONDS.labels(kind="upload").observe(result.timings.total_ms / 1e3)
+    observe_mine("upload", result.timings.total_ms / 1e3)
     return result
