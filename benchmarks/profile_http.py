@@ -7,7 +7,8 @@ the route handler, the Unicode guard, dependencies and body validation, the mine
 encoding); a layer's own cost is its time minus that of what it calls. No profiler runs during
 the timed pass (cProfile multiplies Python-heavy layers several times). The hop to a worker
 thread and back is measured apart (CPU of the whole process per no-op hop), as are uvicorn's
-parser and the socket (not part of the app: see bench_service.py for the end-to-end figures).
+parser and the socket (not part of the app: see bench_service.py for the end-to-end figures;
+`--server` also runs a real `edgemine serve` and reports its CPU per request by thread).
 
     python benchmarks/profile_http.py --n 200k --ks 10,100 --requests 200 --out benchmarks/results/DATE
 
@@ -234,6 +235,62 @@ async def profile(bundle: Path, ks: list[int], requests: int, repeats: int) -> d
     return out
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """Return (user, system) CPU seconds so far of each thread of process `pid`, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[task.name] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def server_threads(bundle: Path, ks: list[int], requests: int, tmp: Path) -> list[dict[str, Any]]:
+    """Serve the bundle (`edgemine serve`, 1 worker) and return, per k and client kind, the CPU ms
+    per request of the event-loop thread and of the other threads (user, system), from /proc."""
+    import subprocess
+
+    from bench_service import Client, serve
+
+    from edgemine.bundle.snapshot import load_current
+
+    ids = load_current(bundle).image_ids
+    log_dir = tmp / "service-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with serve(bundle, 1, log_dir, [], name="profile") as base:
+        port = base.rsplit(":", 1)[1]
+        pid = int(subprocess.check_output(["pgrep", "-f", f"serve --port {port} "]).split()[0])
+        for k in ks:
+            bodies = queries(ids, requests, k, seed=k)
+            for keep_alive in (False, True):
+                client = Client(base, keep_alive)
+                for body in bodies[:5]:
+                    client.mine(body)
+                before = thread_cpu(pid)
+                client_ms, server_ms = [], []
+                for body in bodies:
+                    took, total = client.mine(body)
+                    client_ms.append(took)
+                    server_ms.append(total)
+                after = thread_cpu(pid)
+                per = {t: [(after[t][i] - before.get(t, (0.0, 0.0))[i]) * 1e3 / len(bodies) for i in (0, 1)]
+                       for t in after}
+                loop = per.pop(str(pid))  # uvicorn's event loop runs on the process's main thread
+                busy = {t: v for t, v in per.items() if sum(v) > 0}
+                rows.append({"k": k, "client": "keep-alive" if keep_alive else "urllib",
+                             "client_p50_ms": round(float(np.median(client_ms)), 3),
+                             "server_total_p50_ms": round(float(np.median(server_ms)), 3),
+                             "loop_thread_user_sys_ms": [round(x, 2) for x in loop],
+                             "other_threads_user_sys_ms": [round(sum(v[i] for v in busy.values()), 2) for i in (0, 1)],
+                             "other_threads_busy": len(busy)})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def markdown(res: dict[str, Any]) -> str:
     """Render the breakdown as a Markdown table (one column per k)."""
     ks = list(res["runs"])
@@ -247,6 +304,15 @@ def markdown(res: dict[str, Any]) -> str:
              "| --- | " + " | ".join("---:" for _ in ks) + " |"]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(str(res["runs"][k][label]) for k in ks) + " |")
+    if res.get("server"):
+        lines += ["", "Real `edgemine serve` (1 worker), CPU ms per request by thread (from /proc):", "",
+                  "| k | client | client p50 ms | server total p50 ms | loop thread user+sys ms | "
+                  "other threads user+sys ms | other threads busy |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in res["server"]:
+            loop, other = r["loop_thread_user_sys_ms"], r["other_threads_user_sys_ms"]
+            lines.append(f"| {r['k']} | {r['client']} | {r['client_p50_ms']} | {r['server_total_p50_ms']} | "
+                         f"{loop[0]} + {loop[1]} | {other[0]} + {other[1]} | {r['other_threads_busy']} |")
     lines += ["", f"Command: `{res['command']}`"]
     return "\n".join(lines) + "\n"
 
@@ -262,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tmp", type=Path, default=Path("/tmp/edgemine-bench"))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--name", default="http-profile")
+    parser.add_argument("--server", action="store_true",
+                        help="also serve the bundle and measure CPU per request by thread (event loop vs workers)")
     args = parser.parse_args(argv)
     import faiss
     from threadpoolctl import threadpool_limits
@@ -273,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     res = {"n": n, "requests": args.requests, "repeats": args.repeats, "loadavg": round(os.getloadavg()[0], 2),
            "command": " ".join(["python", *sys.argv]),
            **asyncio.run(profile(bundle, [int(k) for k in args.ks.split(",")], args.requests, args.repeats))}
+    if args.server:
+        res["server"] = server_threads(bundle, [int(k) for k in args.ks.split(",")], args.requests, args.tmp)
     table = markdown(res)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
