@@ -88,3 +88,37 @@ def test_mine_response_is_the_documented_model_in_json(image_bundle: Any, open_c
     assert all(c.metadata["time_of_day"] == "day" for c in result.candidates)
     schema = client.get("/openapi.json").json()["paths"]["/v1/mine"]["post"]["responses"]["200"]
     assert schema["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/MineResult"}
+
+
+@pytest.mark.parametrize("query", [
+    {"k": 7},
+    {"k": 4, "filters": {"time_of_day": ["day", "night"]}, "strategy": "rrf"},
+    {"k": 3, "offset": 2, "dedup_threshold": 0.999, "max_per_group": 1, "group_by": "sequence_id"},
+])
+def test_mine_response_body_is_the_library_result_in_json(image_bundle: Any, open_client: Make,
+                                                          query: dict[str, Any]) -> None:
+    # The HTTP layer adds nothing and re-encodes nothing: the body is the library's MineResult as
+    # model_dump_json writes it, byte for byte (but for this query's own id and timings).
+    from edgemine.service.query import MineQuery
+
+    client = open_client(image_bundle.path)
+    body = {"positive_ids": image_bundle.ids[:2], "negative_ids": image_bundle.ids[5:6], **query}
+    response = client.post("/v1/mine", json=body)
+    assert response.status_code == 200, response.text
+    served = MineResult.model_validate_json(response.content)
+    miner = client.app.state.runtime.current().miner  # type: ignore[attr-defined]
+    library = miner.mine(MineQuery.model_validate(body))
+    assert library.candidates, "the query finds candidates"
+    expected = library.model_copy(update={"query_id": served.query_id, "timings": served.timings})
+    assert response.content == expected.model_dump_json(by_alias=True).encode()
+
+
+def test_mine_route_solves_no_dependencies() -> None:
+    # FastAPI's dependency machinery costs more per request than the lookups it would make.
+    from fastapi.routing import APIRoute
+
+    from edgemine.service.api import routes_mine
+
+    routes = [r for r in routes_mine.router.routes if isinstance(r, APIRoute) and r.path == "/v1/mine"]
+    assert len(routes) == 1 and routes[0].methods == {"POST"}
+    assert routes[0].dependant.dependencies == []

@@ -6,13 +6,13 @@ import re
 import uuid
 
 from fastapi import FastAPI, Request
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
 # A caller's (or proxy's) own id is kept only if it is short and plain: it is echoed and logged.
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _SCOPE_KEY = "edgemine.request_id"
+_KEY = HEADER.lower().encode()
 
 
 def request_id(request: Request) -> str:
@@ -31,15 +31,21 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(HEADER.lower().encode(), b"").decode("latin-1")
+        incoming = ""
+        for key, value in scope.get("headers") or ():
+            if key == _KEY:  # ASGI servers give header names in lower case
+                incoming = value.decode("latin-1")
         rid = incoming if _ACCEPTED.fullmatch(incoming) else uuid.uuid4().hex
         scope[_SCOPE_KEY] = rid
+        raw = rid.encode("latin-1")
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if HEADER not in headers:
-                    headers.append(HEADER, rid)
+                # Plain list work rather than MutableHeaders: this runs on every response.
+                headers = list(message.get("headers") or ())
+                if not any(key.lower() == _KEY for key, _ in headers):
+                    headers.append((_KEY, raw))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -24,6 +24,7 @@ from edgemine.service.config import Settings
 READ_TOKEN_TTL_S = 3600
 _READ_TOKEN_PATHS = re.compile(r"^/v1/images/.+|^/v1/batches/[^/]+/export$")
 _OPEN_PATHS = frozenset({"/v1/health"})
+_SEEN_HOSTS = 64  # allowed Host header values a HostCheckMiddleware remembers
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -72,14 +73,26 @@ class HostCheckMiddleware:
         self.app = app
         self.allowed = list(allowed_hosts)
         self.any = "*" in self.allowed
+        # Host headers seen and allowed: a client sends the same one on every request. Bounded,
+        # as the header is the client's; refused ones are not kept.
+        self.seen: set[str] = set()
+
+    def _allows(self, header: str) -> bool:
+        if header in self.seen:
+            return True
+        host = host_of(header)
+        if host is None or not host_allowed(host, self.allowed):
+            return False
+        if len(self.seen) < _SEEN_HOSTS:
+            self.seen.add(header)
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.any or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         header = _header(scope, b"host")
-        host = host_of(header) if header is not None else None
-        if host is None or not host_allowed(host, self.allowed):
+        if header is None or not self._allows(header):
             shown = (header or "")[:100]
             await _send_json(send, 400, {"detail": (
                 f"Host {shown!r} is not served here (allowed: {', '.join(self.allowed)}); to serve it, start "
