@@ -35,6 +35,8 @@ BLOCK_BYTES = 128 * 1024
 PARALLEL_MIN_ROWS = 65_536
 # Range boundaries for the compiled kernel: multiples of its eight-row step.
 KERNEL_ALIGN = 64
+# Row ranges per worker thread for the compiled kernel (no per-range buffer, so small ranges are free).
+KERNEL_PIECES = 8
 _pool: ThreadPoolExecutor | None = None
 _kernel: Any = None
 
@@ -119,7 +121,8 @@ def max_and_argmax(embeddings: Embeddings | npt.NDArray[np.float16], vectors: Ve
         if n < PARALLEL_MIN_ROWS or not parallel:
             kernel(emb, right, 0, n, best, arg)
         else:
-            _scan_parallel(n, KERNEL_ALIGN, lambda start, stop: kernel(emb, right, start, stop, best, arg))
+            _scan_parallel(n, KERNEL_ALIGN, lambda start, stop: kernel(emb, right, start, stop, best, arg),
+                           KERNEL_PIECES)
         return best, arg
     with single_threaded_blas():
         if n < PARALLEL_MIN_ROWS or not parallel:
@@ -129,11 +132,12 @@ def max_and_argmax(embeddings: Embeddings | npt.NDArray[np.float16], vectors: Ve
     return best, arg
 
 
-def _scan_parallel(n: int, align: int, scan: Callable[[int, int], None]) -> None:
-    """Run scan(start, stop) over contiguous, `align`-aligned row ranges, one per worker thread."""
-    workers = _workers()
-    # One range per worker, so every core streams its own rows.
-    cuts = [min(n, (n * i // workers) // align * align) for i in range(workers)] + [n]
-    futures = [_executor().submit(scan, cuts[i], cuts[i + 1]) for i in range(workers) if cuts[i] < cuts[i + 1]]
+def _scan_parallel(n: int, align: int, scan: Callable[[int, int], None], pieces_per_worker: int = 1) -> None:
+    """Run scan(start, stop) over contiguous, `align`-aligned row ranges on the worker threads."""
+    pieces = _workers() * pieces_per_worker
+    # Contiguous ranges, so every core streams its own rows; several per worker let a core that
+    # runs ahead (the machine is shared) take the next range instead of waiting for the slowest.
+    cuts = [min(n, (n * i // pieces) // align * align) for i in range(pieces)] + [n]
+    futures = [_executor().submit(scan, cuts[i], cuts[i + 1]) for i in range(pieces) if cuts[i] < cuts[i + 1]]
     for future in futures:
         future.result()

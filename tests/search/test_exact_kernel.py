@@ -150,7 +150,8 @@ def test_row_ranges_split_over_threads_give_the_same_result_as_one_call(kit: Any
     _assert_matches_reference(E, V, one_best, one_arg)
     for align in (exact.KERNEL_ALIGN, 1):
         best, arg = np.full(n, np.nan, np.float32), np.full(n, -1, np.int64)
-        exact._scan_parallel(n, align, lambda start, stop, best=best, arg=arg: scan_rows(E, V, start, stop, best, arg))
+        exact._scan_parallel(n, align, lambda start, stop, best=best, arg=arg: scan_rows(E, V, start, stop, best, arg),
+                             exact.KERNEL_PIECES)
         assert not np.isnan(best).any() and (arg >= 0).all()  # every row written
         if align == exact.KERNEL_ALIGN:
             assert np.array_equal(best, one_best) and np.array_equal(arg, one_arg)
