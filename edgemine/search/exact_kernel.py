@@ -2,7 +2,9 @@
 
 Imported only by `edgemine.search.exact` on the first exact call: importing numba costs about a
 second and a compiled function is loaded from numba's cache (next to this file, or in the user's
-cache directory when this one is read-only), so importing edgemine never pays for it.
+cache directory when this one is read-only), so importing edgemine never pays for it. Where
+neither is writable (set NUMBA_CACHE_DIR), the kernel compiles in every process (~2 s on the first
+exact call) and a warning says so.
 
 Why compiled: for m = 10 examples numpy's GEMM is compute-bound on a tall, skinny product
 (about 3x one memory pass at 1M x 512). Here eight rows are scored together against one example:
@@ -15,24 +17,42 @@ ranges are split over edgemine's own threads (exact.py), each range one call.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numba import njit
+
+log = logging.getLogger("edgemine.search")
 
 # reassoc lets LLVM vectorize the sums over d, contract fuses the multiply-adds (FMA). Left out on
 # purpose: nnan/ninf (numba's fastmath=True), so that a NaN or infinite score is not assumed away.
 FASTMATH = {"reassoc", "contract"}
 
 
-@njit(nogil=True, fastmath=FASTMATH, cache=True, inline="always")  # type: ignore[misc]
+def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """njit with numba's on-disk cache, or without it (and a warning) where no cache dir is writable."""
+    def wrap(function: Callable[..., Any]) -> Any:
+        try:
+            return njit(nogil=True, fastmath=FASTMATH, cache=True, **options)(function)
+        except RuntimeError as err:  # numba: "cannot cache function ...: no locator available for file ..."
+            if "no locator available" not in str(err):
+                raise
+            log.warning("numba cannot cache %s (%s): it compiles in every process; set NUMBA_CACHE_DIR "
+                        "to a writable directory", function.__name__, err)
+            return njit(nogil=True, fastmath=FASTMATH, cache=False, **options)(function)
+    return wrap
+
+
+@_compiled(inline="always")
 def _keep(best: Any, arg: Any, row: int, score: Any, example: int) -> None:  # pragma: no cover - compiled
     if example == 0 or score > best[row]:
         best[row] = score
         arg[row] = example
 
 
-@njit(nogil=True, fastmath=FASTMATH, cache=True)  # type: ignore[misc]
+@_compiled()
 def scan_rows(emb: Any, vec: Any, start: int, stop: int, best: Any, arg: Any) -> None:  # pragma: no cover - compiled
     """Fill best[i], arg[i] = max_j, argmax_j of emb[i] . vec[j] for the rows start <= i < stop."""
     d = emb.shape[1]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,7 +167,7 @@ def test_row_ranges_split_over_threads_give_the_same_result_as_one_call(kit: Any
 
 def test_concurrent_exact_calls_from_four_python_threads_are_each_correct(kit: Any) -> None:
     """The service mines on a thread pool: four threads at once, each call split over edgemine's exact pool."""
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor  # the service's kind of pool
 
     n = exact.PARALLEL_MIN_ROWS + 777
     E = kit.clustered(n, 64, clusters=40, seed=11)
@@ -180,8 +186,6 @@ def test_concurrent_exact_calls_from_four_python_threads_are_each_correct(kit: A
 
 def test_numba_is_imported_by_the_first_float32_exact_call_not_by_importing_edgemine() -> None:
     """numba costs ~1 s to import: importing edgemine (CLI, service) must not pay it; the exact kernel does."""
-    import subprocess
-    import sys
     import textwrap
 
     code = textwrap.dedent("""
@@ -201,3 +205,43 @@ def test_numba_is_imported_by_the_first_float32_exact_call_not_by_importing_edge
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split("\n")[:3] == ["after import: False", "after float16 and one example: False",
                                              "after float32: True"], result.stdout
+
+
+_RO_CHECK = """
+import logging, sys
+import numpy as np
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
+from edgemine.search import exact
+assert exact.__file__.startswith(sys.argv[1]), exact.__file__
+E = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)
+best, arg = exact.max_and_argmax(E, E[:3])
+ref = E.astype(np.float64) @ E[:3].T.astype(np.float64)
+print("correct:", bool(np.abs(best - ref.max(axis=1)).max() < 1e-5 and (arg == ref.argmax(axis=1)).all()))
+"""
+
+
+def _run_read_only_install(tmp_path: Path, cache_home: Path) -> subprocess.CompletedProcess[str]:
+    """Copy the package to a directory mounted read-only (a private mount namespace) and score there."""
+    install = tmp_path / "site"
+    shutil.copytree(Path(exact.__file__).parents[1], install / "edgemine",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "PYTHONPATH"))}
+    env.update(PYTHONPATH=str(install), XDG_CACHE_HOME=str(cache_home), HOME=str(install),
+               PYTHONDONTWRITEBYTECODE="1")
+    mount = f"mount --bind {install} {install} && mount -o remount,ro,bind {install}"
+    script = f"{mount} && exec {shlex.quote(sys.executable)} -c {shlex.quote(_RO_CHECK)} {install}"
+    return subprocess.run(["unshare", "--mount", "--", "sh", "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="a read-only bind mount needs root and unshare (CI runs as root)")
+def test_read_only_install_caches_the_kernel_in_the_user_cache_dir_or_compiles_with_a_warning(tmp_path: Path) -> None:
+    """numba's cache next to a read-only install falls back to the user's cache; with neither, a warning."""
+    writable = _run_read_only_install(tmp_path / "a", tmp_path / "cache")
+    assert writable.returncode == 0, writable.stderr[-3000:]
+    assert "correct: True" in writable.stdout and "WARNING" not in writable.stdout, writable.stdout
+    assert list((tmp_path / "cache" / "numba").rglob("exact_kernel.scan_rows-*.nbi"))
+    nowhere = _run_read_only_install(tmp_path / "b", tmp_path / "b" / "site" / "cache")  # inside the mount
+    assert nowhere.returncode == 0, nowhere.stderr[-3000:]
+    assert "correct: True" in nowhere.stdout and "NUMBA_CACHE_DIR" in nowhere.stdout, nowhere.stdout
