@@ -4,11 +4,14 @@ Scores n x d float32 rows against m examples (max and argmax per row), the work 
 exact mode, and times each kernel interleaved, round by round, with one GEMV pass over the same
 rows (the bandwidth floor measured under the same load):
 
-- `edgemine`: `edgemine.search.exact.max_and_argmax` (cache-sized blocks, one BLAS thread per core);
+- `edgemine`: `edgemine.search.exact.max_and_argmax`, the shipped kernel (numba, eight rows per pass
+  over an example, nogil, row ranges split over edgemine's own threads);
+- `numpy-blocked`: edgemine's previous float32 path, kept here (cache-sized blocks, `V @ block.T` on
+  one BLAS thread per core, the same thread split) -- the path float16 copies still take;
 - `numpy-gemm`: one whole `E @ V.T` then max/argmax (what a user would write);
-- `numba-rows1` / `numba-rows8` (if numba is installed): compiled loops, parallel over row blocks,
+- `numba-rows1` / `numba-rows8`: compiled loops with numba's own `parallel=True` (fastmath=True),
   one row or eight rows per pass over an example vector (eight rows: each loaded example value
-  feeds eight FMAs, eight independent accumulator chains).
+  feeds eight FMAs, eight independent accumulator chains): the prototypes of the shipped kernel.
 
     python benchmarks/bench_exact_kernel.py --rows 1000000 --examples 10 --rounds 5 --out bench-results/exact
 
@@ -29,7 +32,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgemine.search.exact import max_and_argmax
+from edgemine.search import exact
+from edgemine.search.blas import single_threaded_blas
 
 Kernel = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -40,12 +44,31 @@ def numpy_gemm(emb: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.nda
     return sims.max(axis=1), sims.argmax(axis=1)
 
 
+def _scan_blocked(emb: np.ndarray, right: np.ndarray, start: int, stop: int, block: int,
+                  best: np.ndarray, arg: np.ndarray) -> None:
+    """Rows [start, stop) in cache-sized blocks: one short, wide GEMM per block, then its max/argmax."""
+    sims = np.empty((len(right), block), np.float32)
+    for first in range(start, stop, block):
+        last = min(stop, first + block)
+        view = sims[:, : last - first]
+        np.matmul(right, emb[first:last].T, out=view)
+        view.argmax(axis=0, out=arg[first:last])
+        np.max(view, axis=0, out=best[first:last])
+
+
+def numpy_blocked(emb: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """edgemine's float32 path before the compiled kernel (still its float16 path)."""
+    n, d = emb.shape
+    best, arg = np.empty(n, np.float32), np.empty(n, np.int64)
+    block = exact.block_rows(d)
+    with single_threaded_blas():
+        exact._scan_parallel(n, block, lambda start, stop: _scan_blocked(emb, vectors, start, stop, block, best, arg))
+    return best, arg
+
+
 def numba_kernels() -> dict[str, Kernel]:
-    """Compiled kernels (empty without numba)."""
-    try:
-        from numba import njit, prange
-    except ImportError:
-        return {}
+    """numba's parallel=True prototypes (rows1, rows8)."""
+    from numba import njit, prange
 
     @njit(parallel=True, fastmath=True, cache=False)  # type: ignore[misc]
     def rows1(emb: Any, vec: Any, best: Any, arg: Any) -> None:  # pragma: no cover - compiled
@@ -128,12 +151,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("bench-results/exact"))
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     rng = np.random.default_rng(0)
     emb = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     vectors = np.ascontiguousarray(emb[rng.choice(args.rows, args.examples, replace=False)])
     ones = np.ones(args.dim, np.float32)
-    kernels: dict[str, Kernel] = {"edgemine": max_and_argmax, "numpy-gemm": numpy_gemm, **numba_kernels()}
+    kernels: dict[str, Kernel] = {"edgemine": exact.max_and_argmax, "numpy-blocked": numpy_blocked,
+                                  "numpy-gemm": numpy_gemm, **numba_kernels()}
     check = min(args.rows, 20_000)
     ref = emb[:check] @ vectors.T
     compile_s: dict[str, float] = {}
@@ -161,7 +186,8 @@ def main() -> None:
     pass_ms = float(np.median(times["gemv-pass"]) * 1e3)
     result: dict[str, Any] = {
         "rows": args.rows, "dim": args.dim, "examples": args.examples, "rounds": args.rounds,
-        "cpus": os.cpu_count(), "loadavg": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(), "loadavg_start": round(load_start, 2), "loadavg": round(os.getloadavg()[0], 2),
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "gemv_pass_ms": round(pass_ms, 2), "gb_per_s": round(emb.nbytes / pass_ms / 1e6, 2),
         "kernels": {name: {"p50_ms": round(float(np.median(times[name])) * 1e3, 2),
                            "ratio_to_pass_p50": round(float(np.median(ratios[name])), 3),
@@ -171,7 +197,8 @@ def main() -> None:
     (args.out / "exact-kernel.json").write_text(json.dumps(result, indent=2))
     lines = [f"### exact max over {args.examples} examples, {args.rows:,} x {args.dim} float32",
              "", f"GEMV pass p50 {result['gemv_pass_ms']} ms ({result['gb_per_s']} GB/s), "
-             f"load average {result['loadavg']}, {args.rounds} interleaved rounds.", "",
+             f"load average {result['loadavg_start']} at the start, {result['loadavg']} at the end, "
+             f"{args.rounds} interleaved rounds.", "", f"`{result['command']}`", "",
              "| kernel | p50 ms | p50 of (time / GEMV pass in the same round) | first call s (compile) |",
              "| --- | ---: | ---: | ---: |"]
     lines += [f"| {name} | {row['p50_ms']} | {row['ratio_to_pass_p50']}x | {row['first_call_s']} |"
