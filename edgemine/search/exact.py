@@ -62,6 +62,15 @@ def _compiled() -> Any:
     return _kernel
 
 
+def warm_up() -> None:
+    """Load (or compile) the exact kernel for writable and read-only rows, off any request's path."""
+    rows = np.zeros((64, 8), np.float32)
+    examples = np.ones((2, 8), np.float32)
+    max_and_argmax(rows, examples, parallel=False)
+    rows.setflags(write=False)  # mapped bundle files are read-only: numba compiles that type apart
+    max_and_argmax(rows, examples, parallel=False)
+
+
 def block_rows(d: int, itemsize: int = 4) -> int:
     """Return how many rows of dimension `d` make one cache-sized block (a multiple of 16)."""
     return max(16, BLOCK_BYTES // max(1, d * itemsize) // 16 * 16)

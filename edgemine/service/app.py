@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -43,9 +44,12 @@ def create_app(settings: Settings | None = None, *, loader: EmbedderLoader | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from threadpoolctl import threadpool_limits
 
+        from edgemine.search.exact import warm_up
         from edgemine.search.searcher import set_search_threads
 
         set_search_threads(settings.faiss_threads)  # applied per search: OpenMP counts are per thread
+        # The exact kernel (numba) loads in ~1-2 s: in the background, not in the first query.
+        threading.Thread(target=warm_up, name="edgemine-warm-up", daemon=True).start()
         threadpool_limits(settings.blas_threads, user_api="blas")  # process-wide, for this worker
         kwargs = {"loader": loader} if loader is not None else {}
         app.state.runtime = Runtime(settings.bundle, expected_model=settings.expected_model,

@@ -245,3 +245,13 @@ def test_read_only_install_caches_the_kernel_in_the_user_cache_dir_or_compiles_w
     nowhere = _run_read_only_install(tmp_path / "b", tmp_path / "b" / "site" / "cache")  # inside the mount
     assert nowhere.returncode == 0, nowhere.stderr[-3000:]
     assert "correct: True" in nowhere.stdout and "NUMBA_CACHE_DIR" in nowhere.stdout, nowhere.stdout
+
+
+def test_warm_up_compiles_the_kernel_for_writable_and_read_only_rows() -> None:
+    """The service warms the kernel at startup, for in-memory and mapped (read-only) rows alike."""
+    from edgemine.search import exact
+    from edgemine.search.exact_kernel import scan_rows
+
+    exact.warm_up()
+    readonly = {sig[0].mutable for sig in scan_rows.signatures}
+    assert readonly == {True, False}
