@@ -151,8 +151,11 @@ def _tune_count(searcher: Searcher, embeddings: Embeddings, cases: list[tuple[in
     """The cheapest parameters reaching `target` on the cases of one example count (or the best found)."""
     best: LevelResult | None = None
     for step in RERANK_STEPS:
-        if best is not None and best.met_target and best.params[key] == grid[0]:
-            break  # already the cheapest probe: more re-ranking cannot be cheaper
+        if best is not None and best.met_target:
+            # A larger re-ranking pool only where the smaller one cannot reach the target: the
+            # choice depends on recalls alone, never on timings (noise on a shared machine, and a
+            # cheaper-looking pool with fewer probes generalized worse to fresh example sets).
+            break
         for value in grid:
             params = {key: float(value), "rerank_factor": base_rerank * step}
             searcher.filtered = [(fraction, params)]
@@ -220,6 +223,6 @@ def _done_below(recalls: dict[int, list[float]], current: int, target: float) ->
 def _better(new: LevelResult, old: LevelResult) -> bool:
     if new.met_target != old.met_target:
         return new.met_target
-    if new.met_target:
-        return new.mean_ms < old.mean_ms
+    if new.met_target:  # the first met in walk order (fewest probes, smallest pool) stays
+        return False
     return min(new.recall.values(), default=0.0) > min(old.recall.values(), default=0.0)

@@ -368,3 +368,21 @@ def test_make_index_records_the_filtered_levels_in_the_manifest(kit: Any, tmp_pa
         assert set(f.by_examples) == {"1", "10", "50"}
     dumped = json.loads(info.model_dump_json())
     assert dumped["filtered"][1]["excluded"] == 0.5
+
+
+def test_filtered_tuning_choices_do_not_depend_on_timings(filtered_kit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same index tuned again with a scrambled clock chooses the same parameters (timings are
+    noise on a shared machine; a choice by measured time made CI and a local run disagree)."""
+    from edgemine.search import filtered as filtered_mod
+
+    X, searcher, _, pool, levels, _ = filtered_kit
+    saved = list(searcher.filtered)
+    # Each call's increment smaller than the last: whatever is measured later looks cheaper.
+    clock = iter(np.cumsum(1.0 / (1.0 + np.arange(1_000_000)) ** 1.5))
+    monkeypatch.setattr(filtered_mod.time, "perf_counter", lambda: float(next(clock)))
+    try:
+        again = filtered_mod.tune_filtered(searcher, X, pool, k=100)
+    finally:
+        searcher.filtered = saved
+    assert [(lv.params, lv.by_examples, lv.recall) for lv in again] == \
+        [(lv.params, lv.by_examples, lv.recall) for lv in levels]
