@@ -149,7 +149,12 @@ def plot(res: dict[str, Any], path: Path, xlabel: str = "p50 latency, ms (log)")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"recall@{res['k']}")
         ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    # Every family once, including those run in some scenarios only (e.g. a slow peer at 1M).
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=9)
     fig.suptitle(
         f"n = {res['n']:,} x {res['d']}, k = {res['k']}: recall vs p50 (sweeps joined; large circle = "
