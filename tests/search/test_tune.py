@@ -332,6 +332,16 @@ def test_searcher_interpolates_between_tuned_exclusion_levels(ivf: Any) -> None:
     assert searcher.scaled(0.025)["nprobe"] == pytest.approx(128.0)  # past the last level: 1/p
 
 
+def test_interpolated_probes_a_hair_above_a_tuned_value_do_not_add_a_list(ivf: Any) -> None:
+    from edgemine.search.searcher import probe_count
+
+    searcher = Searcher(ivf, "ivf", {"nprobe": 4.0, "rerank_factor": 1.5}, np.arange(N, dtype=np.int64),
+                        [(1.0, {"nprobe": 4.0, "rerank_factor": 1.5}), (0.05, {"nprobe": 64.0, "rerank_factor": 1.5})])
+    probes = searcher.scaled(0.9996)["nprobe"]  # the eligible fraction of a real query, next to a level
+    assert 4.0 < probes < 4.01 and probe_count(probes, 64) == 4
+    assert probe_count(4.02, 64) == 5 and probe_count(0.3, 64) == 1 and probe_count(500.0, 64) == 64
+
+
 def test_a_query_uses_the_params_tuned_for_the_largest_example_count_not_above_its_own(ivf: Any) -> None:
     per_count = {1: {"nprobe": 32.0, "rerank_factor": 1.5}, 10: {"nprobe": 8.0, "rerank_factor": 1.5},
                  50: {"nprobe": 4.0, "rerank_factor": 3.0}}
