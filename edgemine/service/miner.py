@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -48,9 +49,14 @@ class QueryError(ValueError):
     """The query cannot be answered as asked (no positive input, bad upload, no model...)."""
 
 
+# Ids made only of characters quote() leaves alone skip it (~3 us each, 100 per page).
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~/-]*")
+
+
 def image_url(image_id: str, base: str = "") -> str:
     """Return the URL the service serves an image at."""
-    return f"{base.rstrip('/')}/v1/images/{quote(image_id, safe='/')}"
+    path = image_id if _URL_SAFE.fullmatch(image_id) else quote(image_id, safe="/")
+    return f"{base.rstrip('/')}/v1/images/{path}"
 
 
 class Miner:

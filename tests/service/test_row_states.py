@@ -46,3 +46,19 @@ def test_the_shared_mask_is_read_only_and_eligible_returns_a_private_copy(tmp_pa
     mine = states.eligible(["unlabeled"])
     mine &= np.zeros(len(mine), bool)  # browse() narrows its copy in place
     assert states.eligible_at(["unlabeled"])[0].all()
+
+
+def test_image_urls_skip_quoting_only_where_quoting_changes_nothing() -> None:
+    """The fast path for plain ids gives exactly what urllib's quote gives, for any id."""
+    import random
+    import string
+    from urllib.parse import quote
+
+    from edgemine.service.miner import image_url
+
+    chars = string.printable + "é/ %~"
+    rng = random.Random(0)
+    for _ in range(5000):
+        image_id = "".join(rng.choice(chars) for _ in range(rng.randint(0, 12)))
+        assert image_url(image_id, "http://host/") == "http://host/v1/images/" + quote(image_id, safe="/")
+    assert image_url("scene_01/cam-0.front~2.png") == "/v1/images/scene_01/cam-0.front~2.png"
