@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from edgemine.bundle.layout import ModelInfo
 from edgemine.indexer import ModelChoice
 from edgemine.models.pixels import Pixels, PixelStep, ResizePixelStep
 from edgemine.models.vectors import Vectors, l2_normalize
+from edgemine.service.app import create_app
+from edgemine.service.config import Settings
 from tests.support.postgres import pg_server, pg_url  # noqa: F401 - fixtures for every suite
+from tests.support.state_backend import state_url
 
 FAKE_DIM = 16
 # Fixtures of the S3-compatible test server (moto on 127.0.0.1): s3_env, bucket.
@@ -101,3 +106,23 @@ def image_tree(tmp_path: Path) -> tuple[Path, list[str]]:
 def make_images() -> Callable[..., list[str]]:
     """Return `write_images`, for tests that need more images than `image_tree` makes."""
     return write_images
+
+
+@pytest.fixture
+def open_client(fake_embedder: Any) -> Iterator[Callable[..., TestClient]]:
+    """Open a TestClient (lifespan run) over a bundle; closed at teardown."""
+    opened: list[TestClient] = []
+
+    def open_(bundle: Path, loader: Any = None, raise_server_exceptions: bool = True,
+              **settings: Any) -> TestClient:
+        settings.setdefault("state_url", state_url(bundle))
+        app = create_app(Settings(bundle=bundle, **settings),
+                         loader=loader or (lambda name, pretrained: fake_embedder))
+        client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield open_
+    for client in reversed(opened):
+        client.__exit__(None, None, None)

@@ -4,7 +4,7 @@ computed from the rows' paths nor unioned over runs: a row cannot widen what the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ from edgemine.indexer import (
     run_index,
     scan_directory,
 )
-from edgemine.service.app import create_app
-from edgemine.service.config import Settings
 
 BYO = ModelChoice(ModelInfo(identity="byo:roots", name="roots", pretrained="external"), None)
 
@@ -49,21 +47,6 @@ def passwd_rows() -> list[dict[str, Any]]:
 def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
     path.write_text("image_id,path\n" + "".join(f"{i},{p}\n" for i, p in rows))
     return path
-
-
-@pytest.fixture
-def client_of(fake_embedder: Any) -> Iterator[Callable[[Path], TestClient]]:
-    opened: list[TestClient] = []
-
-    def open_(bundle: Path) -> TestClient:
-        client = TestClient(create_app(Settings(bundle=bundle), loader=lambda name, pretrained: fake_embedder))
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield open_
-    for client in opened:
-        client.__exit__(None, None, None)
 
 
 def test_byo_row_pointing_at_a_host_file_is_refused_at_index_time(tmp_path: Path) -> None:
@@ -155,7 +138,7 @@ def test_manifest_symlink_escaping_the_root_is_refused(tmp_path: Path, make_imag
 
 
 def test_roots_are_replaced_by_each_run_and_kept_rows_outside_are_not_served(
-        tmp_path: Path, make_images: Any, fake_model: ModelChoice, client_of: Callable[[Path], TestClient]) -> None:
+        tmp_path: Path, make_images: Any, fake_model: ModelChoice, open_client: Callable[..., TestClient]) -> None:
     """Run 1 declares tmp/ (rows in a/ and b/); run 2 declares a/ only and keeps b's rows (no --prune):
     the new version's roots are [a/] alone, so b's images are refused (403), not silently served.
     A new root alone (no row changed) is a change: it is published."""
@@ -170,7 +153,7 @@ def test_roots_are_replaced_by_each_run_and_kept_rows_outside_are_not_served(
     assert report.published and (report.added, report.unchanged, report.missing_from_source_kept) == (0, 1, 1)
     snap = load_current(bundle)
     assert snap.manifest.image_roots == [str((tmp_path / "a").resolve())]
-    client = client_of(bundle)
+    client = open_client(bundle)
     assert client.get("/v1/images/a0").status_code == 200
     refused = client.get("/v1/images/b0")
     assert refused.status_code == 403 and "outside" in refused.json()["detail"]

@@ -13,13 +13,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fastapi.testclient import TestClient
 
 from edgemine.bundle.layout import ModelInfo
 from edgemine.bundle.snapshot import load_current
 from edgemine.indexer import ModelChoice, read_embeddings_source, run_index, scan_directory
-from edgemine.service.app import create_app
-from edgemine.service.config import Settings
 from tests.support import state_backend
 from tests.support.state_backend import state_url
 
@@ -142,26 +139,6 @@ def image_bundle(tmp_path: Path, make_images: Callable[..., list[str]], fake_mod
     built.ids = [ids[i] for i in order]
     built.meta = {key: [values[i] for i in order] for key, values in meta.items()}
     return built
-
-
-@pytest.fixture
-def open_client(fake_embedder: Any) -> Iterator[Callable[..., TestClient]]:
-    """Open a TestClient (lifespan run) over a bundle; closed at teardown."""
-    opened: list[TestClient] = []
-
-    def open_(bundle: Path, loader: Any = None, raise_server_exceptions: bool = True,
-              **settings: Any) -> TestClient:
-        settings.setdefault("state_url", state_url(bundle))
-        app = create_app(Settings(bundle=bundle, **settings),
-                         loader=loader or (lambda name, pretrained: fake_embedder))
-        client = TestClient(app, raise_server_exceptions=raise_server_exceptions)
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield open_
-    for client in reversed(opened):
-        client.__exit__(None, None, None)
 
 
 # -- an independent brute-force reference of edgemine/service/scoring.py's documented maths ----------

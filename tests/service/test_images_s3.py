@@ -5,9 +5,8 @@ unreachable endpoint, and a bounded number of bytes read per request."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,26 +16,8 @@ from edgemine.client.client import open as open_bundle
 from edgemine.client.errors import ImageUnavailable
 from edgemine.indexer import ModelChoice, read_manifest_source, run_index, scan_directory
 from edgemine.scenarios.reports import bundle_thumbnails
-from edgemine.service.app import create_app
-from edgemine.service.config import Settings
 from tests.support.live_server import free_port
 from tests.support.s3 import Bucket, png_bytes
-
-
-@pytest.fixture
-def serve(fake_embedder: Any) -> Iterator[Callable[..., TestClient]]:
-    opened: list[TestClient] = []
-
-    def open_(bundle: Path, **settings: Any) -> TestClient:
-        client = TestClient(create_app(Settings(bundle=bundle, **settings),
-                                       loader=lambda name, pretrained: fake_embedder))
-        client.__enter__()
-        opened.append(client)
-        return client
-
-    yield open_
-    for client in opened:
-        client.__exit__(None, None, None)
 
 
 @pytest.fixture
@@ -48,8 +29,8 @@ def s3_bundle(tmp_path: Path, bucket: Bucket, fake_model: ModelChoice) -> Path:
     return tmp_path / "b"
 
 
-def test_thumbnails_and_full_images_are_served_from_s3(s3_bundle: Path, serve: Callable[..., TestClient]) -> None:
-    client = serve(s3_bundle)
+def test_thumbnails_and_full_images_are_served_from_s3(s3_bundle: Path, open_client: Callable[..., TestClient]) -> None:
+    client = open_client(s3_bundle)
     thumb = client.get("/v1/images/img1.png", params={"size": 16})
     assert thumb.status_code == 200, thumb.text
     assert thumb.headers["content-type"] == "image/jpeg"
@@ -61,8 +42,8 @@ def test_thumbnails_and_full_images_are_served_from_s3(s3_bundle: Path, serve: C
 
 
 def test_deleted_object_is_404_with_its_reason(s3_bundle: Path, bucket: Bucket,
-                                              serve: Callable[..., TestClient]) -> None:
-    client = serve(s3_bundle)
+                                              open_client: Callable[..., TestClient]) -> None:
+    client = open_client(s3_bundle)
     bucket.delete("drive/img2.png")
     response = client.get("/v1/images/img2.png", params={"size": 64})
     assert response.status_code == 404
@@ -71,7 +52,7 @@ def test_deleted_object_is_404_with_its_reason(s3_bundle: Path, bucket: Bucket,
 
 
 def test_object_outside_the_declared_roots_is_403(tmp_path: Path, bucket: Bucket, fake_model: ModelChoice,
-                                                  serve: Callable[..., TestClient]) -> None:
+                                                  open_client: Callable[..., TestClient]) -> None:
     bucket.put("old/a.png", png_bytes(1))
     bucket.put("new/b.png", png_bytes(2))
     bundle = tmp_path / "b"
@@ -79,7 +60,7 @@ def test_object_outside_the_declared_roots_is_403(tmp_path: Path, bucket: Bucket
         manifest = tmp_path / f"{root}.csv"
         manifest.write_text(f"image_id,path\n{key},{bucket.uri(key)}\n")
         run_index(read_manifest_source(manifest, bucket.uri(root)), bundle, fake_model, workers=0, progress=False)
-    client = serve(bundle)
+    client = open_client(bundle)
     # The kept row of the first run lies outside the roots the second run declared.
     assert client.get("/v1/images/new/b.png", params={"size": 32}).status_code == 200
     response = client.get("/v1/images/old/a.png", params={"size": 32})
@@ -87,9 +68,9 @@ def test_object_outside_the_declared_roots_is_403(tmp_path: Path, bucket: Bucket
     assert "outside the bundle's image roots" in response.json()["detail"]
 
 
-def test_unreachable_object_store_is_503_naming_the_endpoint(s3_bundle: Path, serve: Callable[..., TestClient],
+def test_unreachable_object_store_is_503_naming_the_endpoint(s3_bundle: Path, open_client: Callable[..., TestClient],
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    client = serve(s3_bundle)
+    client = open_client(s3_bundle)
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", dead)
     response = client.get("/v1/images/img0.png", params={"size": 32})
@@ -97,8 +78,8 @@ def test_unreachable_object_store_is_503_naming_the_endpoint(s3_bundle: Path, se
     assert f"object store unreachable at {dead}" in response.json()["detail"]
 
 
-def test_bytes_read_per_image_are_bounded(s3_bundle: Path, serve: Callable[..., TestClient]) -> None:
-    client = serve(s3_bundle, max_object_bytes=1024)  # the PNGs are ~1.2 KB
+def test_bytes_read_per_image_are_bounded(s3_bundle: Path, open_client: Callable[..., TestClient]) -> None:
+    client = open_client(s3_bundle, max_object_bytes=1024)  # the PNGs are ~1.2 KB
     response = client.get("/v1/images/img0.png", params={"size": 32})
     assert response.status_code == 422
     assert "over the limit of 1024 bytes" in response.json()["detail"]
