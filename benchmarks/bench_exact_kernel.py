@@ -9,9 +9,11 @@ rows (the bandwidth floor measured under the same load):
 - `numpy-blocked`: edgemine's previous float32 path, kept here (cache-sized blocks, `V @ block.T` on
   one BLAS thread per core, the same thread split) -- the path float16 copies still take;
 - `numpy-gemm`: one whole `E @ V.T` then max/argmax (what a user would write);
-- `numba-rows1` / `numba-rows8`: compiled loops with numba's own `parallel=True` (fastmath=True),
-  one row or eight rows per pass over an example vector (eight rows: each loaded example value
-  feeds eight FMAs, eight independent accumulator chains): the prototypes of the shipped kernel.
+- `numba-rows1`: a compiled loop with numba's own `parallel=True` (fastmath=True), one row per pass
+  over an example vector (the first prototype);
+- `numba-rows8`: the shipped eight-row kernel (each loaded example value feeds eight FMAs, eight
+  independent accumulator chains) with its row blocks spread by numba's `parallel=True` instead of
+  edgemine's threads.
 
     python benchmarks/bench_exact_kernel.py --rows 1000000 --examples 10 --rounds 5 --out bench-results/exact
 
@@ -70,6 +72,8 @@ def numba_kernels() -> dict[str, Kernel]:
     """numba's parallel=True prototypes (rows1, rows8)."""
     from numba import njit, prange
 
+    from edgemine.search.exact_kernel import scan_rows
+
     @njit(parallel=True, fastmath=True, cache=False)  # type: ignore[misc]
     def rows1(emb: Any, vec: Any, best: Any, arg: Any) -> None:  # pragma: no cover - compiled
         n, d = emb.shape
@@ -88,48 +92,12 @@ def numba_kernels() -> dict[str, Kernel]:
                 best[i] = top
                 arg[i] = at
 
-    @njit(parallel=True, fastmath=True, cache=False)  # type: ignore[misc]
+    @njit(parallel=True, cache=False)  # type: ignore[misc]
     def rows8(emb: Any, vec: Any, best: Any, arg: Any) -> None:  # pragma: no cover - compiled
-        n, d = emb.shape
-        m = vec.shape[0]
+        # The shipped eight-row kernel, its 256-row blocks spread by numba's own threads instead.
+        n = emb.shape[0]
         for b in prange((n + 255) // 256):
-            lo = b * 256
-            hi = min(n, lo + 256)
-            i = lo
-            while i + 7 < hi:
-                for r in range(8):
-                    best[i + r] = -np.inf
-                    arg[i + r] = 0
-                for e in range(m):
-                    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
-                    for j in range(d):
-                        p = vec[e, j]
-                        s0 += emb[i, j] * p
-                        s1 += emb[i + 1, j] * p
-                        s2 += emb[i + 2, j] * p
-                        s3 += emb[i + 3, j] * p
-                        s4 += emb[i + 4, j] * p
-                        s5 += emb[i + 5, j] * p
-                        s6 += emb[i + 6, j] * p
-                        s7 += emb[i + 7, j] * p
-                    for r, s in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
-                        if s > best[i + r]:
-                            best[i + r] = s
-                            arg[i + r] = e
-                i += 8
-            while i < hi:
-                top = np.float32(-np.inf)
-                at = 0
-                for e in range(m):
-                    s = np.float32(0.0)
-                    for j in range(d):
-                        s += emb[i, j] * vec[e, j]
-                    if s > top:
-                        top = s
-                        at = e
-                best[i] = top
-                arg[i] = at
-                i += 1
+            scan_rows(emb, vec, b * 256, min(n, b * 256 + 256), best, arg)
 
     def wrap(kernel: Any) -> Kernel:
         def run(emb: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
