@@ -139,6 +139,29 @@ class Candidate(BaseModel):
     state: str
     image_url: str
 
+    @classmethod
+    def trusted(cls, image_id: str, score: float, rank: int, nearest_example_id: str,
+                nearest_example_similarity: float, metadata: dict[str, Any], state: str,
+                image_url: str) -> Candidate:
+        """Build a candidate from values the miner produced (already typed): no validation."""
+        # What model_construct leaves behind, without its per-field default and alias walk:
+        # 1.4 us against 6 us a candidate, a page of 100 on every query. Held equal to a
+        # validated Candidate (==, JSON, fields set, copies) by tests/service/test_candidates.py.
+        obj = _new_object(cls)
+        _set_attr(obj, "__dict__", {
+            "image_id": image_id, "score": score, "rank": rank, "nearest_example_id": nearest_example_id,
+            "nearest_example_similarity": nearest_example_similarity, "metadata": metadata,
+            "state": state, "image_url": image_url})
+        _set_attr(obj, "__pydantic_fields_set__", set(_CANDIDATE_FIELDS))
+        _set_attr(obj, "__pydantic_extra__", None)
+        _set_attr(obj, "__pydantic_private__", None)
+        return obj
+
+
+_new_object = object.__new__
+_set_attr = object.__setattr__
+_CANDIDATE_FIELDS = frozenset(Candidate.model_fields)
+
 
 class Timings(BaseModel):
     """Where a query spent its time, in milliseconds."""

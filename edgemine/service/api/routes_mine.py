@@ -37,7 +37,7 @@ async def mine(query: MineQuery, request: Request) -> Response:
     """Return the nearest eligible (by default unlabeled) candidates for the examples."""
     # One hop to a worker thread for the version check, the search and the encoding, and no
     # dependencies to solve (FastAPI's dependency machinery cost ~70 us per request here). The
-    # result is ours and typed (candidates are built with model_construct): it is serialized once,
+    # result is ours and typed (candidates are built by Candidate.trusted): it is serialized once,
     # by pydantic, instead of being validated again as a response model and then encoded
     # (response_model stays for the docs).
     runtime: Runtime = request.app.state.runtime
