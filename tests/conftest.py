@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,24 @@ from tests.support.state_backend import state_url
 FAKE_DIM = 16
 # Fixtures of the S3-compatible test server (moto on 127.0.0.1): s3_env, bucket.
 pytest_plugins = ["tests.support.s3"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With EDGEMINE_TEST_FAISS_SIMD=AVX2, FAISS runs its AVX2 kernels even on an AVX-512 CPU."""
+    # Recall assertions depend on the index that k-means and the SIMD kernels produce; CI's
+    # machine need not have this one's CPU (a recall test passed here and failed there, twice),
+    # so .ci/run runs the tuning tests once more on the other instruction set too.
+    level = os.environ.get("EDGEMINE_TEST_FAISS_SIMD")
+    if level:
+        import faiss
+
+        wanted = getattr(faiss, f"SIMDLevel_{level.upper()}", None)
+        if wanted is None:
+            raise pytest.UsageError(f"EDGEMINE_TEST_FAISS_SIMD={level}: not a FAISS SIMD level (AVX2, AVX512, ...)")
+        faiss.SIMDConfig.set_level(wanted)
+        if faiss.SIMDConfig.get_level_name() != level.upper():
+            raise pytest.UsageError(f"EDGEMINE_TEST_FAISS_SIMD={level}: FAISS runs at "
+                                    f"{faiss.SIMDConfig.get_level_name()}")
 
 
 @pytest.fixture(autouse=True)
