@@ -107,7 +107,9 @@ def growth_markdown(g: dict[str, Any]) -> str:
              "p99 ms | CPU p50 ms | recall@k | min recall |",
              "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in g["rows"]:
-        emb = "float16, format 2" if r["n"] >= 10_000_000 else "float32, format 1"
+        # The 10M bundle stores float16 rows; bench_growth's bundles float32 (format 1 before
+        # 2026-12-02, format 2 since: the rows in segments).
+        emb = "float16" if r["n"] >= 10_000_000 else "float32"
         lines.append(f"| {r['n']:,} | {r['source']} ({r['path']}) | `{r['index']}` {r['search_params']} | {emb} | "
                      f"{r['build_s']} | {r['index_bytes_per_vector']} | {r['bundle_bytes_per_vector']} | "
                      f"{r['p50_ms']} | {r['p99_ms']} | {r['cpu_p50_ms']} | {r['recall_at_k']} | {r['min_recall']} |")

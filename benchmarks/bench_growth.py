@@ -37,6 +37,14 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def version_bytes(bundle: Path, version: Path) -> int:
+    """Return the bytes one version serves: its own files and the segments its manifest lists."""
+    # Format-2 versions hold manifests and the trained index; the rows live in shared segments.
+    manifest = json.loads((version / "manifest.json").read_text())
+    segments = [bundle / "segments" / seg["name"] for seg in manifest.get("segments", [])]
+    return dir_bytes(version) + sum(dir_bytes(seg) for seg in segments)
+
+
 def ground_truth(embeddings: np.ndarray, example_rows: list[np.ndarray], excluded: np.ndarray,
                  k: int) -> list[np.ndarray]:
     """Top-k rows by max cosine over each query's examples, in one pass over the embeddings."""
@@ -99,7 +107,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "n": n, "build_s": info["build_s"], "index": index["factory"], "search_params": index["search_params"],
         "index_bytes_per_vector": index["bytes_per_vector"],
-        "bundle_bytes_per_vector": round(dir_bytes(version) / n, 1),
+        "bundle_bytes_per_vector": round(version_bytes(bundle, version) / n, 1),
         "p50_ms": round(float(np.percentile(times, 50)), 3), "p99_ms": round(float(np.percentile(times, 99)), 3),
         "cpu_p50_ms": round(float(np.percentile(cpu, 50)), 3),
         "recall_at_k": round(float(np.mean(recalls)), 4), "min_recall": round(float(np.min(recalls)), 4),
@@ -152,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     args.tmp.mkdir(parents=True, exist_ok=True)
     res: dict[str, Any] = {"k": args.k, "memory_budget": args.memory_budget, "cpus": os.cpu_count(), "note": args.note,
-                           "loadavg": round(os.getloadavg()[0], 1),
+                           "loadavg": round(os.getloadavg()[0], 1), "date": time.strftime("%Y-%m-%d", time.gmtime()),
                            "command": " ".join(["python", *sys.argv]), "rows": []}
     for size in args.sizes.split(","):
         row = measure(parse_size(size), args)
