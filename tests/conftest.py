@@ -30,9 +30,9 @@ pytest_plugins = ["tests.support.s3"]
 
 def pytest_configure(config: pytest.Config) -> None:
     """With EDGEMINE_TEST_FAISS_SIMD=AVX2, FAISS runs its AVX2 kernels even on an AVX-512 CPU."""
-    # Recall assertions depend on the index that k-means and the SIMD kernels produce; CI's
-    # machine need not have this one's CPU (a recall test passed here and failed there, twice),
-    # so .ci/run runs the search suite once more on the other instruction set too.
+    # Recall assertions depend on the index that k-means and the SIMD kernels produce, and CI's
+    # machine need not have this one's CPU: .ci/search-other-cpus runs the search suite on
+    # other instruction sets too.
     level = os.environ.get("EDGEMINE_TEST_FAISS_SIMD")
     if level:
         import faiss
